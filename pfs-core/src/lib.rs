@@ -1,0 +1,2 @@
+//! Gramine Protected Files engine (work in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The `pfs` command line.
+fn main() {}
