@@ -1,0 +1,159 @@
+//! Decrypted-node buffers and the per-file LRU cache that holds them (spec §9).
+
+use lru::LruCache;
+use zeroize::Zeroize;
+
+use crate::layout::{DataNode, MhtNode, NODE_SIZE, PhysicalNode};
+
+/// A 4096-byte plaintext node buffer, wiped when dropped.
+pub(crate) struct NodeBuf(Box<[u8; NODE_SIZE]>);
+
+impl NodeBuf {
+    pub(crate) fn zeroed() -> Self {
+        // Allocate on the heap directly; a [u8; 4096] temporary would go through the stack.
+        let boxed: Box<[u8]> = vec![0u8; NODE_SIZE].into_boxed_slice();
+        NodeBuf(boxed.try_into().expect("BUG: node buffer has NODE_SIZE bytes"))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; NODE_SIZE] {
+        &self.0
+    }
+
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8; NODE_SIZE] {
+        &mut self.0
+    }
+}
+
+impl Drop for NodeBuf {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// What a cached node is, by its logical number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CachedKind {
+    Data(DataNode),
+    Mht(MhtNode),
+}
+
+pub(crate) struct CachedNode {
+    pub(crate) kind: CachedKind,
+    pub(crate) buf: NodeBuf,
+    pub(crate) dirty: bool,
+}
+
+/// Counters of one file's node cache, for tuning (`pfs bench`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Node look-ups served from the cache.
+    pub hits: u64,
+    /// Node look-ups that read and decrypted a node from storage.
+    pub misses: u64,
+    /// Node look-ups that created a new zero node or skipped the read of a node
+    /// about to be overwritten whole.
+    pub fresh: u64,
+    /// Clean nodes dropped to respect the capacity.
+    pub evictions: u64,
+    /// Flushes forced because the least recently used node was dirty.
+    pub eviction_flushes: u64,
+    /// Flushes in total.
+    pub flushes: u64,
+    /// Nodes encrypted and written by flushes (data, MHT and root nodes).
+    pub nodes_written: u64,
+}
+
+impl CacheStats {
+    /// Fraction of node look-ups served from the cache (0 when there were none).
+    pub fn hit_rate(&self) -> f64 {
+        let total = self.hits + self.misses + self.fresh;
+        if total == 0 { 0.0 } else { self.hits as f64 / total as f64 }
+    }
+}
+
+/// The LRU of decrypted data and non-root MHT nodes, keyed by physical node number.
+/// Capacity is enforced by the owner (`ProtectedFile::shrink_cache`), because evicting
+/// a dirty node needs a flush of the whole file first.
+pub(crate) struct NodeCache {
+    pub(crate) map: LruCache<u64, CachedNode>,
+    pub(crate) capacity: usize,
+    spare: Vec<NodeBuf>,
+}
+
+impl NodeCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        NodeCache { map: LruCache::unbounded(), capacity: capacity.max(1), spare: Vec::new() }
+    }
+
+    /// A buffer for a node about to be inserted: recycled when possible. Its content is
+    /// unspecified (the caller overwrites all of it or asks for `zeroed`).
+    pub(crate) fn take_buf(&mut self) -> NodeBuf {
+        self.spare.pop().unwrap_or_else(NodeBuf::zeroed)
+    }
+
+    pub(crate) fn take_zeroed_buf(&mut self) -> NodeBuf {
+        match self.spare.pop() {
+            Some(mut buf) => {
+                buf.bytes_mut().fill(0);
+                buf
+            }
+            None => NodeBuf::zeroed(),
+        }
+    }
+
+    pub(crate) fn recycle(&mut self, buf: NodeBuf) {
+        if self.spare.len() < 8 {
+            self.spare.push(buf);
+        }
+    }
+
+    pub(crate) fn insert(&mut self, node: PhysicalNode, entry: CachedNode) {
+        if let Some(old) = self.map.put(node.0, entry) {
+            self.recycle(old.buf);
+        }
+    }
+
+    pub(crate) fn contains(&self, node: PhysicalNode) -> bool {
+        self.map.contains(&node.0)
+    }
+
+    /// Looks up a node and marks it most recently used.
+    pub(crate) fn get_mut(&mut self, node: PhysicalNode) -> Option<&mut CachedNode> {
+        self.map.get_mut(&node.0)
+    }
+
+    /// Looks up a node without changing its recency.
+    pub(crate) fn peek(&self, node: PhysicalNode) -> Option<&CachedNode> {
+        self.map.peek(&node.0)
+    }
+
+    pub(crate) fn peek_mut(&mut self, node: PhysicalNode) -> Option<&mut CachedNode> {
+        self.map.peek_mut(&node.0)
+    }
+
+    pub(crate) fn promote(&mut self, node: PhysicalNode) {
+        self.map.promote(&node.0);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn lru_is_dirty(&self) -> bool {
+        self.map.peek_lru().is_some_and(|(_, n)| n.dirty)
+    }
+
+    pub(crate) fn pop_lru(&mut self) {
+        if let Some((_, node)) = self.map.pop_lru() {
+            self.recycle(node.buf);
+        }
+    }
+
+    /// Drops every node (all must be clean).
+    pub(crate) fn clear(&mut self) {
+        while let Some((_, node)) = self.map.pop_lru() {
+            debug_assert!(!node.dirty, "BUG: dropping a dirty node");
+            self.recycle(node.buf);
+        }
+    }
+}

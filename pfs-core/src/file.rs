@@ -1,0 +1,884 @@
+//! [`ProtectedFile`]: random-access reads and writes of one protected file (spec §7–§10).
+
+use std::ops::Range;
+
+use zeroize::Zeroize;
+
+use crate::cache::{CacheStats, CachedKind, CachedNode, NodeBuf, NodeCache};
+use crate::crypto::{CryptoProvider, Key, Tag};
+use crate::error::{Error, HeaderProblem, NodeKind, Result};
+use crate::layout::{
+    self, DataNode, ENTRY_SIZE, INLINE_DATA_SIZE_U64, KEY_SIZE, MAX_PLAINTEXT_SIZE, METADATA_NODE, MhtNode,
+    NODE_SIZE, NODE_SIZE_U64, PhysicalNode, ROOT_MHT_NODE, Span,
+};
+use crate::metadata::{FormatVersion, Metadata, PlainHeader, check_path_len};
+use crate::storage::NodeStore;
+
+/// Default number of cached nodes per open file. Chosen by measurement (see
+/// `docs/PERFORMANCE.md`): larger batches amortise the per-flush cost of re-sealing the
+/// MHT path and the metadata, and give the parallel sealer enough work.
+pub const DEFAULT_CACHE_NODES: usize = 256;
+
+/// Below this many dirty nodes a flush seals on the calling thread only.
+#[cfg(feature = "parallel")]
+const PARALLEL_SEAL_MIN_NODES: usize = 32;
+
+/// Most nodes fetched from storage by one read call when streaming.
+const READ_BATCH_NODES: usize = 64;
+
+/// What to do when the v2 pending-write flag (spec §13) is set at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PendingWritePolicy {
+    /// Refuse with [`Error::RecoveryNeeded`], as Gramine's LibOS does without a
+    /// recovery file. The default: a flag means the last flush may not have completed.
+    #[default]
+    Refuse,
+    /// Ignore the flag, as `gramine-sgx-pf-crypt` does, and read the last state whose
+    /// metadata was written. Every node is still authenticated; the flag is cleared by
+    /// the next flush.
+    Ignore,
+}
+
+/// Options for opening or creating a protected file.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    cache_nodes: usize,
+    crypto: CryptoProvider,
+    pending_write: PendingWritePolicy,
+    read_only: bool,
+    format: FormatVersion,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_nodes: DEFAULT_CACHE_NODES,
+            crypto: CryptoProvider::default_provider(),
+            pending_write: PendingWritePolicy::default(),
+            read_only: false,
+            format: FormatVersion::default(),
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Default options: read-write, format 2, [`DEFAULT_CACHE_NODES`] cached nodes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Capacity of the node cache, in 4096-byte nodes (at least 1).
+    pub fn cache_nodes(mut self, nodes: usize) -> Self {
+        self.cache_nodes = nodes.max(1);
+        self
+    }
+
+    /// The cipher backend and random source.
+    pub fn crypto(mut self, crypto: CryptoProvider) -> Self {
+        self.crypto = crypto;
+        self
+    }
+
+    /// Policy for the pending-write flag.
+    pub fn pending_write(mut self, policy: PendingWritePolicy) -> Self {
+        self.pending_write = policy;
+        self
+    }
+
+    /// Open for reading only: writes fail with [`Error::ReadOnly`] and nothing is
+    /// ever written to the store.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Format major version for files made by [`ProtectedFile::create`]. Existing files
+    /// keep their version when rewritten, so a v1 file stays readable by Gramine ≤ 1.8.
+    pub fn format(mut self, format: FormatVersion) -> Self {
+        self.format = format;
+        self
+    }
+}
+
+/// One bad node found by [`ProtectedFile::check`].
+#[derive(Debug)]
+pub struct NodeProblem {
+    /// The failure; names the node and its first plaintext offset.
+    pub error: Error,
+    /// The plaintext byte ranges that cannot be read because of it.
+    pub unreadable: Vec<Range<u64>>,
+}
+
+/// A Gramine protected file open for random access.
+///
+/// Reads and writes go through a per-file LRU cache of decrypted nodes. Changes reach the
+/// store on [`flush`](Self::flush), [`sync_all`](Self::sync_all), [`close`](Self::close),
+/// when a dirty node must leave the cache, and (best effort, errors lost) on drop.
+pub struct ProtectedFile<S: NodeStore> {
+    store: S,
+    kdk: Key,
+    crypto: CryptoProvider,
+    read_only: bool,
+    version: FormatVersion,
+    meta: Metadata,
+    meta_dirty: bool,
+    /// The last metadata node image, whose padding is carried over on rewrite.
+    meta_image: NodeBuf,
+    root: NodeBuf,
+    root_dirty: bool,
+    cache: NodeCache,
+    /// Reusable ciphertext buffer for flushes and batched reads.
+    scratch: Vec<u8>,
+    stats: CacheStats,
+    /// Set when a flush failed half way; the in-memory tree no longer matches the store.
+    poisoned: Option<String>,
+}
+
+impl<S: NodeStore> std::fmt::Debug for ProtectedFile<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtectedFile")
+            .field("path", &String::from_utf8_lossy(&self.meta.path))
+            .field("size", &self.meta.size)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: NodeStore> ProtectedFile<S> {
+    /// Creates a new empty protected file in `store` (whose previous content is
+    /// discarded), bound to `path`, and writes its metadata node at once (spec §8).
+    pub fn create(mut store: S, kdk: &Key, path: &[u8], options: &OpenOptions) -> Result<Self> {
+        check_path_len(path)?;
+        if options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        store.set_node_count(0).map_err(|e| Error::io(None, e))?;
+        let mut file = ProtectedFile {
+            store,
+            kdk: kdk.clone(),
+            crypto: options.crypto,
+            read_only: false,
+            version: options.format,
+            meta: Metadata::new(path)?,
+            meta_dirty: true,
+            meta_image: NodeBuf::zeroed(),
+            root: NodeBuf::zeroed(),
+            root_dirty: false,
+            cache: NodeCache::new(options.cache_nodes),
+            scratch: Vec::new(),
+            stats: CacheStats::default(),
+            poisoned: None,
+        };
+        file.flush()?;
+        Ok(file)
+    }
+
+    /// Opens an existing protected file. With `expected_path`, the embedded path must be
+    /// exactly those bytes ([`Error::PathMismatch`] otherwise); with `None` it is not
+    /// checked. Node 0 and, for files over 3072 bytes, node 1 are authenticated here;
+    /// other nodes when first read.
+    pub fn open(store: S, kdk: &Key, expected_path: Option<&[u8]>, options: &OpenOptions) -> Result<Self> {
+        if let Some(expected) = expected_path {
+            check_path_len(expected)?;
+        }
+        let host_size = store.byte_len().map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+        if host_size % NODE_SIZE_U64 != 0 {
+            return Err(Error::InvalidHeader(HeaderProblem::UnalignedHostSize { host_size }));
+        }
+        let mut meta_image = NodeBuf::zeroed();
+        let read = store
+            .read_nodes(METADATA_NODE, meta_image.bytes_mut())
+            .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+        if read == 0 {
+            return Err(Error::NodeMissing { kind: None, node: METADATA_NODE, offset: 0 });
+        }
+        let header = PlainHeader::parse(meta_image.bytes())?;
+        if header.pending_write() && options.pending_write == PendingWritePolicy::Refuse {
+            return Err(Error::RecoveryNeeded);
+        }
+        let meta = Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto)?;
+        if let Some(expected) = expected_path
+            && meta.path != expected
+        {
+            return Err(Error::PathMismatch { embedded: meta.path.clone(), expected: expected.to_vec() });
+        }
+        if meta.size > MAX_PLAINTEXT_SIZE {
+            return Err(Error::Corrupted(format!(
+                "metadata claims a plaintext size of {} bytes, beyond the supported maximum",
+                meta.size
+            )));
+        }
+        let mut file = ProtectedFile {
+            store,
+            kdk: kdk.clone(),
+            crypto: options.crypto,
+            read_only: options.read_only,
+            version: header.version,
+            meta,
+            meta_dirty: false,
+            meta_image,
+            root: NodeBuf::zeroed(),
+            root_dirty: false,
+            cache: NodeCache::new(options.cache_nodes),
+            scratch: Vec::new(),
+            stats: CacheStats::default(),
+            poisoned: None,
+        };
+        if file.meta.size > INLINE_DATA_SIZE_U64 {
+            file.load_root()?;
+        }
+        Ok(file)
+    }
+
+    /// Plaintext size in bytes.
+    pub fn len(&self) -> u64 {
+        self.meta.size
+    }
+
+    /// Whether the plaintext is empty.
+    pub fn is_empty(&self) -> bool {
+        self.meta.size == 0
+    }
+
+    /// The embedded path (raw bytes, without NUL).
+    pub fn path(&self) -> &[u8] {
+        &self.meta.path
+    }
+
+    /// The format major version of this file.
+    pub fn version(&self) -> FormatVersion {
+        self.version
+    }
+
+    /// Depth of the Merkle tree (0 = metadata only, 1 = root only, ...).
+    pub fn tree_depth(&self) -> u32 {
+        layout::tree_depth(self.meta.size)
+    }
+
+    /// Cache counters since open.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// The node store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Reads up to `buf.len()` bytes at plaintext `offset`. Returns the number of bytes
+    /// read, which is short only at the end of the file.
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.check_usable()?;
+        if offset >= self.meta.size {
+            return Ok(0);
+        }
+        let len = (self.meta.size - offset).min(buf.len() as u64) as usize;
+        let buf = &mut buf[..len];
+        let end = offset + len as u64;
+        let mut done = 0;
+        let mut spans = layout::spans(offset, len).peekable();
+        while let Some(span) = spans.next() {
+            match span {
+                Span::Inline { skip, len } => {
+                    buf[done..done + len].copy_from_slice(&self.meta.inline[skip..skip + len]);
+                    done += len;
+                }
+                Span::Data { node, skip, len } => {
+                    if self.cache.contains(node.physical()) {
+                        self.stats.hits += 1;
+                        let cached = self.cache.get_mut(node.physical()).expect("BUG: node vanished");
+                        buf[done..done + len].copy_from_slice(&cached.buf.bytes()[skip..skip + len]);
+                        done += len;
+                        self.touch_ancestors(node.parent());
+                        continue;
+                    }
+                    // Stream a run of consecutive uncached nodes of one MHT group at once.
+                    let last_needed = DataNode::containing(end - 1);
+                    let mut run = 1u64;
+                    while node.0 + run <= last_needed.0
+                        && (node.0 + run) % layout::DATA_PER_MHT != 0
+                        && run < READ_BATCH_NODES as u64
+                        && !self.cache.contains(DataNode(node.0 + run).physical())
+                    {
+                        run += 1;
+                    }
+                    let first_len = len;
+                    let copied = self.read_run(node, run as usize, skip, &mut buf[done..], first_len)?;
+                    done += copied;
+                    // Skip the spans the run already produced.
+                    for _ in 1..run {
+                        spans.next();
+                    }
+                }
+            }
+            self.shrink_cache()?;
+        }
+        debug_assert_eq!(done, len);
+        Ok(len)
+    }
+
+    /// Writes all of `data` at plaintext `offset`, growing the file (with zeros between
+    /// the old end and `offset`) when needed.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&end| end <= MAX_PLAINTEXT_SIZE)
+            .ok_or(Error::TooLarge(offset))?;
+        if offset > self.meta.size {
+            self.write_impl(self.meta.size, offset - self.meta.size, None)?;
+        }
+        self.write_impl(offset, end - offset, Some(data))
+    }
+
+    /// Sets the plaintext size. Growing appends zeros; shrinking flushes, truncates the
+    /// host file to the nodes still needed and leaves stale bytes past the new end inside
+    /// the last node, exactly as Gramine does (spec §10).
+    pub fn set_len(&mut self, size: u64) -> Result<()> {
+        self.check_writable()?;
+        if size > MAX_PLAINTEXT_SIZE {
+            return Err(Error::TooLarge(size));
+        }
+        if size > self.meta.size {
+            return self.write_impl(self.meta.size, size - self.meta.size, None);
+        }
+        if size == self.meta.size {
+            return Ok(());
+        }
+        self.flush_internal()?;
+        self.cache.clear();
+        self.store.set_node_count(layout::host_node_count(size)).map_err(|e| Error::io(None, e))?;
+        self.meta.size = size;
+        self.meta_dirty = true;
+        Ok(())
+    }
+
+    /// Writes every change to the store: data nodes, MHT nodes deepest first, the root,
+    /// then the metadata node last (spec §8). Does not fsync; see [`sync_all`](Self::sync_all).
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_usable()?;
+        if self.read_only {
+            return Ok(());
+        }
+        self.flush_internal()
+    }
+
+    /// [`flush`](Self::flush), then makes the store durable (fsync).
+    pub fn sync_all(&mut self) -> Result<()> {
+        self.flush()?;
+        if !self.read_only {
+            self.store.sync().map_err(|e| Error::io(None, e))?;
+        }
+        Ok(())
+    }
+
+    /// Binds the file to `new_path` and flushes, as Gramine does before it renames the
+    /// host file. Renaming the host file itself is the caller's job.
+    pub fn rename(&mut self, new_path: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        check_path_len(new_path)?;
+        self.meta.path = new_path.to_vec();
+        self.meta_dirty = true;
+        self.flush_internal()
+    }
+
+    /// Flushes and closes the file, reporting any error (unlike drop).
+    pub fn close(mut self) -> Result<()> {
+        self.flush()
+    }
+
+    /// Authenticates every node through the normal read path and reports each bad node
+    /// with the plaintext it makes unreadable. Reads only; an empty list means the whole
+    /// file is intact.
+    pub fn check(&mut self) -> Vec<NodeProblem> {
+        let mut problems: Vec<NodeProblem> = Vec::new();
+        let mut by_node: Vec<(PhysicalNode, usize)> = Vec::new();
+        let count = layout::data_node_count(self.meta.size);
+        for d in 0..count {
+            let node = DataNode(d);
+            let start = node.plaintext_offset();
+            let range = start..(start + NODE_SIZE_U64).min(self.meta.size);
+            let result = self.load_data_node(node, false).and_then(|()| self.shrink_cache());
+            let Err(error) = result else { continue };
+            let key = match &error {
+                Error::NodeMac { node, .. } | Error::NodeMissing { node, .. } => *node,
+                Error::Io { node: Some(node), .. } => *node,
+                _ => PhysicalNode(u64::MAX),
+            };
+            match by_node.iter().find(|(n, _)| *n == key) {
+                Some(&(_, index)) => {
+                    let ranges = &mut problems[index].unreadable;
+                    match ranges.last_mut() {
+                        Some(last) if last.end == range.start => last.end = range.end,
+                        _ => ranges.push(range),
+                    }
+                }
+                None => {
+                    by_node.push((key, problems.len()));
+                    problems.push(NodeProblem { error, unreadable: vec![range] });
+                }
+            }
+        }
+        problems
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(reason) => {
+                Err(Error::Corrupted(format!("an earlier flush failed ({reason}); reopen the file")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.check_usable()?;
+        if self.read_only { Err(Error::ReadOnly) } else { Ok(()) }
+    }
+
+    fn load_root(&mut self) -> Result<()> {
+        let key = self.meta.root_key.clone();
+        let tag = self.meta.root_tag;
+        let mut root = NodeBuf::zeroed();
+        let read = self
+            .store
+            .read_nodes(ROOT_MHT_NODE, root.bytes_mut())
+            .map_err(|e| Error::io(Some(ROOT_MHT_NODE), e))?;
+        if read == 0 {
+            return Err(Error::NodeMissing {
+                kind: Some(NodeKind::RootMht),
+                node: ROOT_MHT_NODE,
+                offset: INLINE_DATA_SIZE_U64,
+            });
+        }
+        self.crypto.cipher.open_in_place(&key, root.bytes_mut(), &tag).map_err(|_| Error::NodeMac {
+            kind: NodeKind::RootMht,
+            node: ROOT_MHT_NODE,
+            offset: INLINE_DATA_SIZE_U64,
+        })?;
+        self.root = root;
+        Ok(())
+    }
+
+    /// The plaintext of MHT node `m`, which must be the root or cached.
+    fn mht_bytes(&self, m: MhtNode) -> &[u8; NODE_SIZE] {
+        if m == MhtNode::ROOT {
+            self.root.bytes()
+        } else {
+            self.cache.peek(m.physical()).expect("BUG: MHT node not cached").buf.bytes()
+        }
+    }
+
+    fn mht_bytes_mut(&mut self, m: MhtNode) -> &mut [u8; NODE_SIZE] {
+        if m == MhtNode::ROOT {
+            self.root.bytes_mut()
+        } else {
+            self.cache.peek_mut(m.physical()).expect("BUG: MHT node not cached").buf.bytes_mut()
+        }
+    }
+
+    fn entry(&self, parent: MhtNode, entry_offset: usize) -> (Key, Tag) {
+        let bytes = &self.mht_bytes(parent)[entry_offset..entry_offset + ENTRY_SIZE];
+        let mut key = [0u8; KEY_SIZE];
+        key.copy_from_slice(&bytes[..KEY_SIZE]);
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&bytes[KEY_SIZE..]);
+        (Key::from_bytes(key), tag)
+    }
+
+    fn set_entry(&mut self, parent: MhtNode, entry_offset: usize, key: &Key, tag: &Tag) {
+        let bytes = &mut self.mht_bytes_mut(parent)[entry_offset..entry_offset + ENTRY_SIZE];
+        bytes[..KEY_SIZE].copy_from_slice(key.as_bytes());
+        bytes[KEY_SIZE..].copy_from_slice(tag);
+    }
+
+    /// Makes MHT node `m` and its ancestors available (root always is). With
+    /// `for_write`, marks the whole chain dirty.
+    fn load_mht_chain(&mut self, m: MhtNode, for_write: bool) -> Result<()> {
+        let existing = layout::mht_node_count(self.meta.size);
+        for node in m.path_from_root() {
+            if node == MhtNode::ROOT {
+                if for_write {
+                    self.root_dirty = true;
+                }
+                continue;
+            }
+            let phys = node.physical();
+            if let Some(cached) = self.cache.get_mut(phys) {
+                cached.dirty |= for_write;
+                continue;
+            }
+            let buf = if node.0 >= existing {
+                self.stats.fresh += 1;
+                self.cache.take_zeroed_buf()
+            } else {
+                let parent = node.parent().expect("BUG: non-root MHT node without parent");
+                let (key, tag) = self.entry(parent, layout::mht_entry_offset(node.slot()));
+                let offset = node.first_data_node().plaintext_offset();
+                let mut buf = self.cache.take_buf();
+                self.read_one(phys, &mut buf, Some(NodeKind::Mht(node)), offset)?;
+                if self.crypto.cipher.open_in_place(&key, buf.bytes_mut(), &tag).is_err() {
+                    self.cache.recycle(buf);
+                    return Err(Error::NodeMac { kind: NodeKind::Mht(node), node: phys, offset });
+                }
+                self.stats.misses += 1;
+                buf
+            };
+            let dirty = for_write || node.0 >= existing;
+            self.cache.insert(phys, CachedNode { kind: CachedKind::Mht(node), buf, dirty });
+        }
+        Ok(())
+    }
+
+    fn read_one(
+        &mut self,
+        phys: PhysicalNode,
+        buf: &mut NodeBuf,
+        kind: Option<NodeKind>,
+        offset: u64,
+    ) -> Result<()> {
+        let read = self.store.read_nodes(phys, buf.bytes_mut()).map_err(|e| Error::io(Some(phys), e))?;
+        if read == 0 {
+            return Err(Error::NodeMissing { kind, node: phys, offset });
+        }
+        Ok(())
+    }
+
+    /// Marks the MHT chain above a data node most recently used, so data nodes leave the
+    /// cache before the nodes that hold their keys.
+    fn touch_ancestors(&mut self, m: MhtNode) {
+        let mut node = m;
+        while node != MhtNode::ROOT {
+            self.cache.promote(node.physical());
+            node = node.parent().expect("BUG: non-root MHT node without parent");
+        }
+    }
+
+    /// Ensures data node `node` is cached (reading and authenticating it if it exists).
+    fn load_data_node(&mut self, node: DataNode, for_write: bool) -> Result<()> {
+        let phys = node.physical();
+        if self.cache.contains(phys) {
+            self.stats.hits += 1;
+            self.load_mht_chain(node.parent(), for_write)?;
+            let cached = self.cache.get_mut(phys).expect("BUG: node vanished");
+            cached.dirty |= for_write;
+            self.touch_ancestors(node.parent());
+            return Ok(());
+        }
+        self.load_mht_chain(node.parent(), for_write)?;
+        let (key, tag) = self.entry(node.parent(), layout::data_entry_offset(node.slot()));
+        let offset = node.plaintext_offset();
+        let mut buf = self.cache.take_buf();
+        self.read_one(phys, &mut buf, Some(NodeKind::Data(node)), offset)?;
+        if self.crypto.cipher.open_in_place(&key, buf.bytes_mut(), &tag).is_err() {
+            self.cache.recycle(buf);
+            return Err(Error::NodeMac { kind: NodeKind::Data(node), node: phys, offset });
+        }
+        self.stats.misses += 1;
+        self.cache.insert(phys, CachedNode { kind: CachedKind::Data(node), buf, dirty: for_write });
+        self.touch_ancestors(node.parent());
+        Ok(())
+    }
+
+    /// Reads `count` consecutive uncached data nodes starting at `first` (all under one
+    /// MHT node) with one storage call, authenticates them, copies the requested bytes
+    /// into `out` (starting `skip` bytes into `first`, `first_len` bytes of it) and caches
+    /// them. Returns the bytes copied.
+    fn read_run(
+        &mut self,
+        first: DataNode,
+        count: usize,
+        skip: usize,
+        out: &mut [u8],
+        first_len: usize,
+    ) -> Result<usize> {
+        let parent = first.parent();
+        self.load_mht_chain(parent, false)?;
+        let first_phys = first.physical();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(count * NODE_SIZE, 0);
+        let read = self
+            .store
+            .read_nodes(first_phys, &mut scratch[..count * NODE_SIZE])
+            .map_err(|e| Error::io(Some(first_phys), e));
+        let result =
+            read.and_then(|read| self.open_run(first, count, read, skip, out, first_len, &mut scratch));
+        scratch.zeroize();
+        self.scratch = scratch;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_run(
+        &mut self,
+        first: DataNode,
+        count: usize,
+        read: usize,
+        skip: usize,
+        out: &mut [u8],
+        first_len: usize,
+        scratch: &mut [u8],
+    ) -> Result<usize> {
+        let parent = first.parent();
+        let entries: Vec<(Key, Tag)> =
+            (0..count).map(|i| self.entry(parent, layout::data_entry_offset(first.slot() + i))).collect();
+        let cipher = self.crypto.cipher;
+        let opened: Vec<bool> = open_nodes(cipher, &mut scratch[..read * NODE_SIZE], &entries[..read]);
+        let mut done = 0;
+        for i in 0..count {
+            let node = DataNode(first.0 + i as u64);
+            let phys = node.physical();
+            let offset = node.plaintext_offset();
+            if i >= read {
+                return Err(Error::NodeMissing { kind: Some(NodeKind::Data(node)), node: phys, offset });
+            }
+            if !opened[i] {
+                return Err(Error::NodeMac { kind: NodeKind::Data(node), node: phys, offset });
+            }
+            let plain = &scratch[i * NODE_SIZE..(i + 1) * NODE_SIZE];
+            let (from, len) = if i == 0 { (skip, first_len) } else { (0, (out.len() - done).min(NODE_SIZE)) };
+            out[done..done + len].copy_from_slice(&plain[from..from + len]);
+            done += len;
+            let mut buf = self.cache.take_buf();
+            buf.bytes_mut().copy_from_slice(plain);
+            self.stats.misses += 1;
+            self.cache.insert(phys, CachedNode { kind: CachedKind::Data(node), buf, dirty: false });
+        }
+        self.touch_ancestors(parent);
+        Ok(done)
+    }
+
+    /// Writes `len` bytes at `offset` from `data`, or zeros when `data` is `None`.
+    fn write_impl(&mut self, offset: u64, len: u64, data: Option<&[u8]>) -> Result<()> {
+        // Bytes past the old end may be stale (spec §10). Callers that grow the file
+        // first write zeros from the old end (`data == None`), which clears them.
+        let mut pos = offset;
+        let len = usize::try_from(len).map_err(|_| Error::TooLarge(offset))?;
+        for span in layout::spans(offset, len) {
+            let src_at = (pos - offset) as usize;
+            match span {
+                Span::Inline { skip, len } => {
+                    let dst = &mut self.meta.inline[skip..skip + len];
+                    match data {
+                        Some(data) => dst.copy_from_slice(&data[src_at..src_at + len]),
+                        None => dst.fill(0),
+                    }
+                }
+                Span::Data { node, skip, len } => {
+                    let phys = node.physical();
+                    let exists = node.0 < layout::data_node_count(self.meta.size);
+                    let whole = skip == 0 && len == NODE_SIZE;
+                    let fresh = !self.cache.contains(phys) && (!exists || whole);
+                    if fresh {
+                        // A new node, or an existing one overwritten whole: no read needed.
+                        self.load_mht_chain(node.parent(), true)?;
+                        let buf = if whole && data.is_some() {
+                            self.cache.take_buf()
+                        } else {
+                            self.cache.take_zeroed_buf()
+                        };
+                        self.stats.fresh += 1;
+                        self.cache
+                            .insert(phys, CachedNode { kind: CachedKind::Data(node), buf, dirty: true });
+                        self.touch_ancestors(node.parent());
+                    } else {
+                        self.load_data_node(node, true)?;
+                    }
+                    let cached = self.cache.peek_mut(phys).expect("BUG: node vanished");
+                    let dst = &mut cached.buf.bytes_mut()[skip..skip + len];
+                    match data {
+                        Some(data) => dst.copy_from_slice(&data[src_at..src_at + len]),
+                        None if fresh => {}
+                        None => dst.fill(0),
+                    }
+                }
+            }
+            pos += span.len() as u64;
+            if pos > self.meta.size {
+                self.meta.size = pos;
+            }
+            self.meta_dirty = true;
+            self.shrink_cache()?;
+        }
+        Ok(())
+    }
+
+    /// Evicts least recently used nodes beyond the capacity, flushing first when the
+    /// next victim is dirty (Gramine's rule: a dirty node is never dropped).
+    fn shrink_cache(&mut self) -> Result<()> {
+        while self.cache.len() > self.cache.capacity {
+            if self.cache.lru_is_dirty() {
+                self.stats.eviction_flushes += 1;
+                self.flush_internal()?;
+            }
+            self.cache.pop_lru();
+            self.stats.evictions += 1;
+        }
+        Ok(())
+    }
+
+    fn flush_internal(&mut self) -> Result<()> {
+        self.check_usable()?;
+        if !self.root_dirty && !self.meta_dirty {
+            return Ok(());
+        }
+        match self.flush_nodes() {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.poisoned = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    fn flush_nodes(&mut self) -> Result<()> {
+        self.stats.flushes += 1;
+        if self.root_dirty && self.meta.size > INLINE_DATA_SIZE_U64 {
+            self.seal_and_write_tree()?;
+        }
+        self.root_dirty = false;
+
+        let flags = 0;
+        self.meta.seal_into(self.meta_image.bytes_mut(), self.version, flags, &self.kdk, &self.crypto)?;
+        self.store
+            .write_nodes(METADATA_NODE, self.meta_image.bytes())
+            .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+        self.meta_dirty = false;
+        Ok(())
+    }
+
+    /// Seals every dirty node with a fresh key (data nodes in parallel), stores keys and
+    /// tags in the parents bottom-up, and writes data and MHT nodes, then the root.
+    fn seal_and_write_tree(&mut self) -> Result<()> {
+        // Every dirty node, in physical order; its index is its slot in `scratch`.
+        let mut dirty: Vec<(PhysicalNode, CachedKind)> =
+            self.cache.map.iter().filter(|(_, n)| n.dirty).map(|(&p, n)| (PhysicalNode(p), n.kind)).collect();
+        dirty.sort_unstable_by_key(|(p, _)| *p);
+        let count = dirty.len();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize((count + 1) * NODE_SIZE, 0);
+
+        let result = self.seal_tree_into(&dirty, &mut scratch).and_then(|()| {
+            let mut run_start = 0;
+            for i in 1..=count {
+                if i == count || dirty[i].0.0 != dirty[i - 1].0.0 + 1 {
+                    let first = dirty[run_start].0;
+                    self.store
+                        .write_nodes(first, &scratch[run_start * NODE_SIZE..i * NODE_SIZE])
+                        .map_err(|e| Error::io(Some(first), e))?;
+                    run_start = i;
+                }
+            }
+            self.store
+                .write_nodes(ROOT_MHT_NODE, &scratch[count * NODE_SIZE..(count + 1) * NODE_SIZE])
+                .map_err(|e| Error::io(Some(ROOT_MHT_NODE), e))
+        });
+        self.scratch = scratch;
+        result?;
+        for (phys, _) in &dirty {
+            if let Some(node) = self.cache.peek_mut(*phys) {
+                node.dirty = false;
+            }
+        }
+        self.stats.nodes_written += count as u64 + 1;
+        Ok(())
+    }
+
+    fn seal_tree_into(&mut self, dirty: &[(PhysicalNode, CachedKind)], scratch: &mut [u8]) -> Result<()> {
+        let count = dirty.len();
+        // 1. Data nodes: fresh keys, sealed (possibly in parallel) into their slots.
+        let data_slots: Vec<usize> =
+            (0..count).filter(|&i| matches!(dirty[i].1, CachedKind::Data(_))).collect();
+        let mut keys = Vec::with_capacity(data_slots.len());
+        for _ in &data_slots {
+            keys.push(self.crypto.fresh_key().map_err(|e| Error::io(None, e))?);
+        }
+        {
+            let cache = &self.cache;
+            let mut jobs: Vec<(&[u8; NODE_SIZE], &mut [u8], &Key)> = Vec::with_capacity(data_slots.len());
+            let mut rest: &mut [u8] = scratch;
+            let mut consumed = 0;
+            for (job, &slot) in data_slots.iter().enumerate() {
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut((slot - consumed) * NODE_SIZE);
+                let (out, tail) = tail.split_at_mut(NODE_SIZE);
+                rest = tail;
+                consumed = slot + 1;
+                let plain = cache.peek(dirty[slot].0).expect("BUG: dirty node not cached").buf.bytes();
+                jobs.push((plain, out, &keys[job]));
+            }
+            let tags = seal_nodes(self.crypto.cipher, jobs);
+            for ((&slot, key), tag) in data_slots.iter().zip(&keys).zip(&tags) {
+                let CachedKind::Data(node) = dirty[slot].1 else { unreachable!() };
+                self.set_entry(node.parent(), layout::data_entry_offset(node.slot()), key, tag);
+            }
+        }
+        // 2. MHT nodes, deepest (highest number) first, so children precede parents.
+        let mut mht_slots: Vec<(MhtNode, usize)> = (0..count)
+            .filter_map(|i| match dirty[i].1 {
+                CachedKind::Mht(m) => Some((m, i)),
+                CachedKind::Data(_) => None,
+            })
+            .collect();
+        mht_slots.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (m, slot) in mht_slots {
+            let key = self.crypto.fresh_key().map_err(|e| Error::io(None, e))?;
+            let out = &mut scratch[slot * NODE_SIZE..(slot + 1) * NODE_SIZE];
+            out.copy_from_slice(self.mht_bytes(m));
+            let tag = self.crypto.cipher.seal_in_place(&key, out);
+            let parent = m.parent().expect("BUG: non-root MHT node without parent");
+            self.set_entry(parent, layout::mht_entry_offset(m.slot()), &key, &tag);
+        }
+        // 3. The root, whose key and tag go into the metadata.
+        let key = self.crypto.fresh_key().map_err(|e| Error::io(None, e))?;
+        let out = &mut scratch[count * NODE_SIZE..(count + 1) * NODE_SIZE];
+        out.copy_from_slice(self.root.bytes());
+        let tag = self.crypto.cipher.seal_in_place(&key, out);
+        self.meta.root_key = key;
+        self.meta.root_tag = tag;
+        Ok(())
+    }
+}
+
+impl<S: NodeStore> Drop for ProtectedFile<S> {
+    fn drop(&mut self) {
+        if !self.read_only && self.poisoned.is_none() {
+            // Best effort, like BufWriter; `close` reports errors.
+            let _ = self.flush_internal();
+        }
+    }
+}
+
+/// Seals each plaintext into its output slot under its key; returns the tags in order.
+fn seal_nodes(
+    cipher: &'static dyn crate::crypto::NodeCipher,
+    jobs: Vec<(&[u8; NODE_SIZE], &mut [u8], &Key)>,
+) -> Vec<Tag> {
+    let seal = |(plain, out, key): (&[u8; NODE_SIZE], &mut [u8], &Key)| {
+        out.copy_from_slice(plain);
+        cipher.seal_in_place(key, out)
+    };
+    #[cfg(feature = "parallel")]
+    if jobs.len() >= PARALLEL_SEAL_MIN_NODES {
+        use rayon::prelude::*;
+        return jobs.into_par_iter().map(seal).collect();
+    }
+    jobs.into_iter().map(seal).collect()
+}
+
+/// Opens each node of `nodes` in place; returns whether each authenticated.
+fn open_nodes(
+    cipher: &'static dyn crate::crypto::NodeCipher,
+    nodes: &mut [u8],
+    entries: &[(Key, Tag)],
+) -> Vec<bool> {
+    let open = |(chunk, (key, tag)): (&mut [u8], &(Key, Tag))| cipher.open_in_place(key, chunk, tag).is_ok();
+    #[cfg(feature = "parallel")]
+    if entries.len() >= PARALLEL_SEAL_MIN_NODES {
+        use rayon::prelude::*;
+        return nodes.par_chunks_mut(NODE_SIZE).zip(entries.par_iter()).map(open).collect();
+    }
+    nodes.chunks_mut(NODE_SIZE).zip(entries.iter()).map(open).collect()
+}
