@@ -71,6 +71,8 @@ pub struct CacheStats {
     pub flushes: u64,
     /// Nodes encrypted and written by flushes (data, MHT and root nodes).
     pub nodes_written: u64,
+    /// Records written to the recovery journal.
+    pub journal_records: u64,
 }
 
 impl CacheStats {

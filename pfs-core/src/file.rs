@@ -9,7 +9,8 @@ use crate::layout::{
     self, DataNode, ENTRY_SIZE, INLINE_DATA_SIZE_U64, KEY_SIZE, MAX_PLAINTEXT_SIZE, METADATA_NODE, MhtNode,
     NODE_SIZE, NODE_SIZE_U64, PhysicalNode, ROOT_MHT_NODE, Span,
 };
-use crate::metadata::{FormatVersion, Metadata, PlainHeader, check_path_len};
+use crate::metadata::{FormatVersion, Metadata, PlainHeader, check_path_len, set_pending_flag};
+use crate::recovery::{RECORD_SIZE, RecoveryJournal, encode_record, parse_records};
 use crate::storage::NodeStore;
 
 /// Default number of cached nodes per open file. Chosen by measurement (see
@@ -48,6 +49,7 @@ pub struct OpenOptions {
     pending_write: PendingWritePolicy,
     read_only: bool,
     format: FormatVersion,
+    write_barriers: bool,
 }
 
 impl Default for OpenOptions {
@@ -58,6 +60,7 @@ impl Default for OpenOptions {
             pending_write: PendingWritePolicy::default(),
             read_only: false,
             format: FormatVersion::default(),
+            write_barriers: true,
         }
     }
 }
@@ -90,6 +93,15 @@ impl OpenOptions {
     /// ever written to the store.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
+        self
+    }
+
+    /// With a recovery journal: whether a flush fsyncs between its phases (journal,
+    /// flagged metadata, tree nodes, final metadata). With barriers (the default) a
+    /// power loss at any point leaves a file that recovers to the last completed flush;
+    /// without them only a process crash is covered, and a flush costs no fsync.
+    pub fn write_barriers(mut self, barriers: bool) -> Self {
+        self.write_barriers = barriers;
         self
     }
 
@@ -133,6 +145,13 @@ pub struct ProtectedFile<S: NodeStore> {
     stats: CacheStats,
     /// Set when a flush failed half way; the in-memory tree no longer matches the store.
     poisoned: Option<String>,
+    /// Gramine's recovery file, when enabled (spec §13).
+    journal: Option<Box<dyn RecoveryJournal>>,
+    /// A flush of this session wrote the journal (it is deleted on close).
+    journal_used: bool,
+    write_barriers: bool,
+    /// Records written back from the journal when this file was opened.
+    recovered_nodes: Option<usize>,
 }
 
 impl<S: NodeStore> std::fmt::Debug for ProtectedFile<S> {
@@ -148,7 +167,18 @@ impl<S: NodeStore> std::fmt::Debug for ProtectedFile<S> {
 impl<S: NodeStore> ProtectedFile<S> {
     /// Creates a new empty protected file in `store` (whose previous content is
     /// discarded), bound to `path`, and writes its metadata node at once (spec §8).
-    pub fn create(mut store: S, kdk: &Key, path: &[u8], options: &OpenOptions) -> Result<Self> {
+    pub fn create(store: S, kdk: &Key, path: &[u8], options: &OpenOptions) -> Result<Self> {
+        Self::create_with_journal(store, None, kdk, path, options)
+    }
+
+    /// [`create`](Self::create) with a recovery journal that later flushes use.
+    pub fn create_with_journal(
+        mut store: S,
+        journal: Option<Box<dyn RecoveryJournal>>,
+        kdk: &Key,
+        path: &[u8],
+        options: &OpenOptions,
+    ) -> Result<Self> {
         check_path_len(path)?;
         if options.read_only {
             return Err(Error::ReadOnly);
@@ -169,6 +199,10 @@ impl<S: NodeStore> ProtectedFile<S> {
             scratch: Vec::new(),
             stats: CacheStats::default(),
             poisoned: None,
+            journal,
+            journal_used: false,
+            write_barriers: options.write_barriers,
+            recovered_nodes: None,
         };
         file.flush()?;
         Ok(file)
@@ -179,6 +213,21 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// checked. Node 0 and, for files over 3072 bytes, node 1 are authenticated here;
     /// other nodes when first read.
     pub fn open(store: S, kdk: &Key, expected_path: Option<&[u8]>, options: &OpenOptions) -> Result<Self> {
+        Self::open_with_journal(store, None, kdk, expected_path, options)
+    }
+
+    /// [`open`](Self::open) with Gramine's recovery file. If the pending-write flag is
+    /// set and the journal holds usable records (and the file is writable), they are
+    /// written back and the file opens in the state of its last completed flush (see
+    /// [`recovered_nodes`](Self::recovered_nodes)). Without usable records the
+    /// [`PendingWritePolicy`] decides. Later flushes journal their in-place writes.
+    pub fn open_with_journal(
+        mut store: S,
+        mut journal: Option<Box<dyn RecoveryJournal>>,
+        kdk: &Key,
+        expected_path: Option<&[u8]>,
+        options: &OpenOptions,
+    ) -> Result<Self> {
         if let Some(expected) = expected_path {
             check_path_len(expected)?;
         }
@@ -193,11 +242,46 @@ impl<S: NodeStore> ProtectedFile<S> {
         if read == 0 {
             return Err(Error::NodeMissing { kind: None, node: METADATA_NODE, offset: 0 });
         }
-        let header = PlainHeader::parse(meta_image.bytes())?;
-        if header.pending_write() && options.pending_write == PendingWritePolicy::Refuse {
-            return Err(Error::RecoveryNeeded);
+        let mut header = PlainHeader::parse(meta_image.bytes())?;
+        let mut recovered_nodes = None;
+        if header.pending_write() {
+            if let Some(journal) = journal.as_mut().filter(|_| !options.read_only) {
+                recovered_nodes = recover(&mut store, journal.as_mut())?;
+            }
+            if recovered_nodes.is_some() {
+                meta_image.bytes_mut().fill(0);
+                store
+                    .read_nodes(METADATA_NODE, meta_image.bytes_mut())
+                    .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+                header = PlainHeader::parse(meta_image.bytes())?;
+                if header.pending_write() {
+                    return Err(Error::RecoveryNeeded);
+                }
+            } else if options.pending_write == PendingWritePolicy::Refuse {
+                return Err(Error::RecoveryNeeded);
+            }
         }
-        let meta = Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto)?;
+        let meta = match Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto) {
+            Ok(meta) => meta,
+            // A metadata node torn by a crash during the last write of a flush fails
+            // authentication with its flag already cleared. If the journal's copy of the
+            // previous metadata authenticates under this key (so the key is right and
+            // node 0 is damaged), the journal restores the state before that flush.
+            Err(Error::MetadataMac)
+                if recovered_nodes.is_none()
+                    && !options.read_only
+                    && journal.as_ref().is_some_and(|j| journal_metadata_opens(j.as_ref(), kdk, options)) =>
+            {
+                let journal = journal.as_mut().expect("BUG: checked above");
+                recovered_nodes = recover(&mut store, journal.as_mut())?;
+                store
+                    .read_nodes(METADATA_NODE, meta_image.bytes_mut())
+                    .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+                header = PlainHeader::parse(meta_image.bytes())?;
+                Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto)?
+            }
+            Err(error) => return Err(error),
+        };
         if let Some(expected) = expected_path
             && meta.path != expected
         {
@@ -224,6 +308,10 @@ impl<S: NodeStore> ProtectedFile<S> {
             scratch: Vec::new(),
             stats: CacheStats::default(),
             poisoned: None,
+            journal,
+            journal_used: false,
+            write_barriers: options.write_barriers,
+            recovered_nodes,
         };
         if file.meta.size > INLINE_DATA_SIZE_U64 {
             file.load_root()?;
@@ -254,6 +342,12 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// Depth of the Merkle tree (0 = metadata only, 1 = root only, ...).
     pub fn tree_depth(&self) -> u32 {
         layout::tree_depth(self.meta.size)
+    }
+
+    /// How many nodes the recovery journal restored when this file was opened (`None`
+    /// if no recovery took place).
+    pub fn recovered_nodes(&self) -> Option<usize> {
+        self.recovered_nodes
     }
 
     /// Cache counters since open.
@@ -386,9 +480,21 @@ impl<S: NodeStore> ProtectedFile<S> {
         self.flush_internal()
     }
 
-    /// Flushes and closes the file, reporting any error (unlike drop).
+    /// Flushes and closes the file, reporting any error (unlike drop). A recovery
+    /// journal written by this session is deleted, as Gramine does.
     pub fn close(mut self) -> Result<()> {
-        self.flush()
+        self.flush()?;
+        self.remove_journal()
+    }
+
+    fn remove_journal(&mut self) -> Result<()> {
+        if self.journal_used
+            && let Some(journal) = self.journal.as_mut()
+        {
+            journal.remove().map_err(|e| Error::io(None, e))?;
+            self.journal_used = false;
+        }
+        Ok(())
     }
 
     /// Authenticates every node through the normal read path and reports each bad node
@@ -743,10 +849,20 @@ impl<S: NodeStore> ProtectedFile<S> {
 
     fn flush_nodes(&mut self) -> Result<()> {
         self.stats.flushes += 1;
-        if self.root_dirty && self.meta.size > INLINE_DATA_SIZE_U64 {
+        let tree = self.root_dirty && self.meta.size > INLINE_DATA_SIZE_U64;
+        // Only a flush that overwrites tree nodes in place needs the journal; format 1
+        // has no flag byte, so such files are flushed as Gramine ≤ 1.8 does.
+        let journaled = tree && self.journal.is_some() && self.version == FormatVersion::V2;
+        if journaled {
+            self.write_journal()?;
+        }
+        if tree {
             self.seal_and_write_tree()?;
         }
         self.root_dirty = false;
+        if journaled && self.write_barriers {
+            self.sync_store()?;
+        }
 
         let flags = 0;
         self.meta.seal_into(self.meta_image.bytes_mut(), self.version, flags, &self.kdk, &self.crypto)?;
@@ -754,6 +870,51 @@ impl<S: NodeStore> ProtectedFile<S> {
             .write_nodes(METADATA_NODE, self.meta_image.bytes())
             .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
         self.meta_dirty = false;
+        if journaled && self.write_barriers {
+            self.sync_store()?;
+        }
+        Ok(())
+    }
+
+    fn sync_store(&mut self) -> Result<()> {
+        self.store.sync().map_err(|e| Error::io(None, e))
+    }
+
+    /// Phase 1 of a journaled flush (spec §13): save the on-disk image of every node the
+    /// flush will overwrite, then the old root and metadata, and mark the metadata node
+    /// pending. Nodes beyond the host file's end are not recorded: the old metadata never
+    /// references them, so restoring them is not needed (Gramine records zero images).
+    fn write_journal(&mut self) -> Result<()> {
+        let host_nodes = self.store.byte_len().map_err(|e| Error::io(None, e))? / NODE_SIZE_U64;
+        let mut dirty: Vec<PhysicalNode> =
+            self.cache.map.iter().filter(|(_, n)| n.dirty).map(|(&p, _)| PhysicalNode(p)).collect();
+        dirty.push(ROOT_MHT_NODE);
+        dirty.sort_unstable();
+        let mut records = Vec::new();
+        let mut image = NodeBuf::zeroed();
+        for node in dirty.into_iter().filter(|p| p.0 < host_nodes) {
+            let read =
+                self.store.read_nodes(node, image.bytes_mut()).map_err(|e| Error::io(Some(node), e))?;
+            if read == 1 {
+                encode_record(node, image.bytes(), &mut records);
+            }
+        }
+        encode_record(METADATA_NODE, self.meta_image.bytes(), &mut records);
+        let journal = self.journal.as_mut().expect("BUG: journaled flush without a journal");
+        journal.replace(&records).map_err(|e| Error::io(None, e))?;
+        if self.write_barriers {
+            journal.sync().map_err(|e| Error::io(None, e))?;
+        }
+        self.journal_used = true;
+        image.bytes_mut().copy_from_slice(self.meta_image.bytes());
+        set_pending_flag(image.bytes_mut(), true);
+        self.store
+            .write_nodes(METADATA_NODE, image.bytes())
+            .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+        if self.write_barriers {
+            self.sync_store()?;
+        }
+        self.stats.journal_records += (records.len() / RECORD_SIZE) as u64;
         Ok(())
     }
 
@@ -869,9 +1030,37 @@ impl<S: NodeStore> Drop for ProtectedFile<S> {
     fn drop(&mut self) {
         if !self.read_only && self.poisoned.is_none() {
             // Best effort, like BufWriter; `close` reports errors.
-            let _ = self.flush_internal();
+            if self.flush_internal().is_ok() {
+                let _ = self.remove_journal();
+            }
         }
     }
+}
+
+/// Whether the journal holds a metadata-node record that authenticates under `kdk`.
+fn journal_metadata_opens(journal: &dyn RecoveryJournal, kdk: &Key, options: &OpenOptions) -> bool {
+    let Ok(Some(bytes)) = journal.read_all() else { return false };
+    let Ok(records) = parse_records(&bytes) else { return false };
+    records.iter().filter(|(node, _)| *node == METADATA_NODE).any(|(_, image)| {
+        PlainHeader::parse(image)
+            .is_ok_and(|header| Metadata::open(image, &header, kdk, &options.crypto).is_ok())
+    })
+}
+
+/// Writes the journal's records back into `store` and syncs it. `Ok(None)` when the
+/// journal is absent or unusable (then the pending flag cannot be resolved here).
+fn recover<S: NodeStore>(store: &mut S, journal: &mut dyn RecoveryJournal) -> Result<Option<usize>> {
+    let Some(bytes) = journal.read_all().map_err(|e| Error::io(None, e))? else {
+        return Ok(None);
+    };
+    let Ok(records) = parse_records(&bytes) else {
+        return Ok(None);
+    };
+    for (node, image) in &records {
+        store.write_nodes(*node, &image[..]).map_err(|e| Error::io(Some(*node), e))?;
+    }
+    store.sync().map_err(|e| Error::io(None, e))?;
+    Ok(Some(records.len()))
 }
 
 /// Seals each data node in place under its key; returns the tags in order.
