@@ -1,0 +1,16 @@
+//! `attest`: RA-TLS certificates, offline Intel SGX DCAP verification, a
+//! key-release policy, and a key server and client speaking Gramine's
+//! secret-provisioning protocol.
+//!
+//! The crate keeps "cryptographically valid" ([`dcap`], [`ratls`]) apart from
+//! "acceptable to this data owner" ([`policy`]). Simulated evidence exists
+//! only with the `insecure-sim` cargo feature (module `sim`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod dcap;
+pub mod evidence;
+pub mod quote;
+
+pub use dcap::{Collateral, DcapVerifier, VerifyError};
+pub use evidence::{EnclaveIdentity, QuoteVerifier, TcbStatus, TeeType, VerifiedEvidence};
