@@ -8,9 +8,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attester;
 pub mod dcap;
 pub mod evidence;
 pub mod quote;
+pub mod ratls;
+#[cfg(feature = "insecure-sim")]
+pub mod sim;
 
+pub use attester::{AttestError, Attester, EvidenceKind, GramineAttester};
 pub use dcap::{Collateral, DcapVerifier, VerifyError};
 pub use evidence::{EnclaveIdentity, QuoteVerifier, TcbStatus, TeeType, VerifiedEvidence};
+pub use ratls::{RaTlsError, RaTlsVerifier};
