@@ -11,6 +11,7 @@
 pub mod attester;
 pub mod dcap;
 pub mod evidence;
+pub mod policy;
 pub mod quote;
 pub mod ratls;
 #[cfg(feature = "insecure-sim")]
@@ -19,4 +20,5 @@ pub mod sim;
 pub use attester::{AttestError, Attester, EvidenceKind, GramineAttester};
 pub use dcap::{Collateral, DcapVerifier, VerifyError};
 pub use evidence::{EnclaveIdentity, QuoteVerifier, TcbStatus, TeeType, VerifiedEvidence};
+pub use policy::{Grant, KeyReleasePolicy, Policy, PolicyError, Refusal};
 pub use ratls::{RaTlsError, RaTlsVerifier};
