@@ -9,13 +9,17 @@
 #![warn(missing_docs)]
 
 pub mod attester;
+pub mod client;
 pub mod dcap;
 pub mod evidence;
 pub mod policy;
 pub mod quote;
 pub mod ratls;
+pub mod server;
 #[cfg(feature = "insecure-sim")]
 pub mod sim;
+pub mod tls;
+pub mod wire;
 
 pub use attester::{AttestError, Attester, EvidenceKind, GramineAttester};
 pub use dcap::{Collateral, DcapVerifier, VerifyError};
