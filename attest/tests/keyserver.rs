@@ -200,6 +200,14 @@ async fn client_without_certificate_refused() {
 }
 
 fn raw_connector(ca: &Path, id: &RaTlsCertificate) -> tokio_rustls::TlsConnector {
+    raw_connector_versions(ca, id, rustls::DEFAULT_VERSIONS)
+}
+
+fn raw_connector_versions(
+    ca: &Path,
+    id: &RaTlsCertificate,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in load_certs(ca).unwrap() {
         roots.add(c).unwrap();
@@ -207,7 +215,7 @@ fn raw_connector(ca: &Path, id: &RaTlsCertificate) -> tokio_rustls::TlsConnector
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(versions)
     .unwrap()
     .with_root_certificates(roots)
     .with_client_auth_cert(vec![id.cert.clone()], id.private_key())
@@ -371,4 +379,32 @@ async fn hostile_peers_do_not_stop_the_server() {
 
     // Still serving.
     f.good_round_trip().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_client_is_served() {
+    // Gramine's mbedTLS 3.6 client may negotiate TLS 1.2.
+    let f = start(true, "simulated").await;
+    let id = build_certificate(&SimAttester::dangerous_new(identity(MRE_OK)), Curve::P384).unwrap();
+    let conn = raw_connector_versions(&f.ca(), &id, &[&rustls::version::TLS12]);
+    let tcp = TcpStream::connect(f.addr).await.unwrap();
+    let mut s = tokio::time::timeout(
+        BOUND,
+        conn.connect(ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    s.write_all(attest::wire::REQUEST).await.unwrap();
+    let mut resp = [0u8; 57];
+    tokio::time::timeout(BOUND, s.read_exact(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&resp[..37], attest::wire::RESPONSE);
+    assert_eq!(&resp[41..], &[0xA1; 16]);
 }

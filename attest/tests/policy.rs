@@ -239,3 +239,56 @@ fn simulated_entries_need_the_feature() {
     let e = e.unwrap_err();
     assert!(e.to_string().contains("insecure-sim"), "{e}");
 }
+
+#[cfg(feature = "insecure-sim")]
+#[test]
+fn policy_refuses_simulated_without_flag_even_for_simulated_entries() {
+    use attest::ratls::{Curve, build_certificate};
+    use attest::sim::{SimAttester, SimVerifier};
+    let mut mre = [0u8; 32];
+    hex::decode_to_slice(MRE, &mut mre).unwrap();
+    let id = attest::EnclaveIdentity {
+        mrenclave: mre,
+        mrsigner: [0; 32],
+        isv_prod_id: 0,
+        isv_svn: 0,
+        attributes: [5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        debug: false,
+    };
+    let cert = build_certificate(&SimAttester::dangerous_new(id), Curve::P256).unwrap();
+    let v = RaTlsVerifier::new(Arc::new(DcapVerifier::new(vec![])))
+        .dangerous_with_simulated(Arc::new(SimVerifier::dangerous_new()));
+    let (ev, _) = v
+        .verify_certificate(cert.cert.as_ref(), unix_time(1))
+        .unwrap();
+    let d = dir_with_keys();
+    let entry = format!(
+        "[[enclave]]\nname = \"s\"\ntee = \"simulated\"\nmrenclave = \"{MRE}\"\nfirst_secret = \"model\"\n"
+    );
+    let off = load(d.path(), &entry).unwrap();
+    let msg = off.release(&ev).unwrap_err().to_string();
+    assert!(msg.contains("insecure_allow_simulated"), "{msg}");
+    let on = Policy::from_toml(
+        &format!("[attestation]\ninsecure_allow_simulated = true\n{KEYS}{entry}"),
+        &d.path().join("p.toml"),
+        d.path(),
+    )
+    .unwrap();
+    assert!(on.release(&ev).is_ok());
+    // An SGX entry with the same MRENCLAVE never matches simulated evidence.
+    let sgx = Policy::from_toml(
+        &format!(
+            "[attestation]\ninsecure_allow_simulated = true\n{KEYS}{}",
+            entry.replace("tee = \"simulated\"\n", "")
+        ),
+        &d.path().join("p.toml"),
+        d.path(),
+    )
+    .unwrap();
+    assert!(
+        sgx.release(&ev)
+            .unwrap_err()
+            .to_string()
+            .contains("evidence is simulated")
+    );
+}
