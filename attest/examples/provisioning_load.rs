@@ -148,7 +148,7 @@ fn main() {
                     assert_eq!(p.first_secret.as_slice(), &[0xA1; 16]);
                     assert_eq!(p.keys["inputs"].as_slice(), &[0xB2; 16]);
                     lat.push(s.elapsed());
-                    if (i + 1) % 2500 == 0 {
+                    if (i + 1).is_multiple_of(2500) {
                         marks.lock().unwrap().push((i + 1, rss_kib()));
                     }
                 }
