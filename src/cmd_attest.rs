@@ -296,6 +296,11 @@ pub fn run_keyserver(args: KeyserverArgs) -> Result<ExitCode> {
         .try_init();
     let policy = Policy::load(&policy_path)?;
     let verifier = attest::server::verifier_for_policy(&policy)?;
+    if policy.collateral().is_empty() {
+        tracing::warn!(
+            "the policy lists no [attestation] collateral: SGX evidence cannot verify and will be refused"
+        );
+    }
     let limits = Limits {
         handshake_timeout: Duration::from_secs(args.timeout_secs),
         read_timeout: Duration::from_secs(args.timeout_secs),

@@ -140,6 +140,7 @@ impl DcapVerifier {
         if parsed.header.version != 3 {
             return Err(VerifyError::SgxV4Unsupported);
         }
+        let quote = quote.get(..parsed.len()).ok_or(VerifyError::NotSgxReport)?;
         if self.collateral.is_empty() {
             return Err(VerifyError::NoCollateral);
         }

@@ -256,6 +256,18 @@ pub struct SgxQuote {
     pub signature_data_len: u32,
 }
 
+impl SgxQuote {
+    /// Length of the quote without trailing zero padding, in bytes.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + SGX_REPORT_BODY_LEN + 4 + self.signature_data_len as usize
+    }
+
+    /// Always false: a parsed quote is never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 /// Parses only the header, which is enough to tell SGX, TDX and EPID apart.
 pub fn parse_header(quote: &[u8]) -> Result<QuoteHeader, QuoteError> {
     let mut r = Reader::new(quote);
@@ -286,7 +298,8 @@ impl SgxQuote {
     /// TDX quotes, EPID quotes, foreign QE vendors and inconsistent lengths are
     /// rejected with a [`QuoteError`] that says which.
     pub fn parse(quote: &[u8]) -> Result<Self, QuoteError> {
-        if quote.len() > MAX_QUOTE_LEN {
+        // Input may carry zero padding; the quote itself must fit MAX_QUOTE_LEN.
+        if quote.len() > 16 * MAX_QUOTE_LEN {
             return Err(QuoteError::TooLarge(quote.len()));
         }
         let header = parse_header(quote)?;
@@ -322,17 +335,28 @@ impl SgxQuote {
         r.take(HEADER_LEN, "header")?;
         let body = SgxReportBody::parse(r.take(SGX_REPORT_BODY_LEN, "report body")?)?;
         let signature_data_len = r.u32("signature_data_len")?;
-        if u64::from(signature_data_len) != r.remaining() as u64 {
+        let declared = signature_data_len as usize;
+        let rest = r.take(r.remaining(), "signature data")?;
+        // Trailing zero padding (a quote read from a larger buffer) is tolerated;
+        // anything else that does not match the declared length is not.
+        let padded_ok = rest
+            .get(declared..)
+            .is_some_and(|pad| pad.iter().all(|b| *b == 0));
+        if !padded_ok {
             return Err(QuoteError::SignatureLength {
                 declared: signature_data_len.into(),
-                available: r.remaining(),
+                available: rest.len(),
             });
         }
-        Ok(Self {
+        let q = Self {
             header,
             body,
             signature_data_len,
-        })
+        };
+        if q.len() > MAX_QUOTE_LEN {
+            return Err(QuoteError::TooLarge(q.len()));
+        }
+        Ok(q)
     }
 }
 
@@ -346,6 +370,29 @@ mod tests {
             let buf = vec![3u8; n];
             assert!(SgxQuote::parse(&buf).is_err());
         }
+    }
+
+    #[test]
+    fn zero_padding_tolerated_other_trailing_bytes_not() {
+        let mut q = vec![0u8; HEADER_LEN + SGX_REPORT_BODY_LEN + 4 + 10];
+        q[0] = 3;
+        q[2] = 2;
+        q[12..28].copy_from_slice(&INTEL_QE_VENDOR_ID);
+        q[432] = 10;
+        let parsed = SgxQuote::parse(&q).unwrap();
+        assert_eq!(parsed.len(), q.len());
+        q.extend_from_slice(&[0u8; 100]);
+        assert_eq!(SgxQuote::parse(&q).unwrap().len(), q.len() - 100);
+        q.push(1);
+        assert!(matches!(
+            SgxQuote::parse(&q),
+            Err(QuoteError::SignatureLength { .. })
+        ));
+        q[432] = 200;
+        assert!(matches!(
+            SgxQuote::parse(&q),
+            Err(QuoteError::SignatureLength { declared: 200, .. })
+        ));
     }
 
     #[test]

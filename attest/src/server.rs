@@ -356,9 +356,9 @@ impl KeyServer {
             ));
         }
         let msg = zeroize::Zeroizing::new(wire::encode_response(grant.first_secret.expose()));
+        info!(peer = %peer(), key = %grant.first_secret_name, entry = %grant.entry, "sent first secret");
         tls.write_all(&msg).await?;
         tls.flush().await?;
-        info!(peer = %peer(), key = %grant.first_secret_name, "sent first secret");
         for _ in 0..lim.max_key_requests {
             let mut prefix = [0u8; 23];
             if !read_exact_or_eof(&mut tls, &mut prefix, lim.read_timeout).await? {
@@ -389,8 +389,8 @@ impl KeyServer {
             match grant.keys.get(&name) {
                 Some(k) => {
                     let msg = zeroize::Zeroizing::new(wire::encode_response(k.expose()));
-                    tls.write_all(&msg).await?;
                     info!(peer = %peer(), key = %name, entry = %grant.entry, "sent named key");
+                    tls.write_all(&msg).await?;
                 }
                 None => {
                     let reason = format!("key {name:?} is not granted to this enclave");

@@ -212,3 +212,44 @@ mod sim {
         }
     }
 }
+
+#[test]
+fn gramine_attester_uses_dev_attestation_and_never_falls_back() {
+    use attest::GramineAttester;
+    let d = tempfile::tempdir().unwrap();
+    let att = GramineAttester::with_dir(d.path());
+    // No /dev/attestation at all: an error, not simulation.
+    assert!(matches!(
+        att.attest(&[0u8; 64]),
+        Err(AttestError::Io { .. })
+    ));
+    std::fs::write(d.path().join("attestation_type"), "none").unwrap();
+    let err = att.attest(&[0u8; 64]).unwrap_err();
+    assert!(matches!(&err, AttestError::NotDcap { found } if found == "none"));
+    assert!(err.to_string().contains("no fallback"));
+    assert!(ratls::build_certificate(&att, Curve::P384).is_err());
+    // With "dcap": REPORTDATA is written, the quote is read.
+    std::fs::write(d.path().join("attestation_type"), "dcap\n").unwrap();
+    std::fs::write(
+        d.path().join("quote"),
+        read("gramine-ratls/quote_legacy.bin"),
+    )
+    .unwrap();
+    let rd = [0x42u8; 64];
+    assert_eq!(
+        att.attest(&rd).unwrap(),
+        read("gramine-ratls/quote_legacy.bin")
+    );
+    assert_eq!(
+        std::fs::read(d.path().join("user_report_data")).unwrap(),
+        rd.to_vec()
+    );
+    // A certificate built this way carries REPORTDATA for its own key; it was
+    // written last for the legacy extension: SHA-256(SPKI) || zeros.
+    let c = ratls::build_certificate(&att, Curve::P384).unwrap();
+    let p = ratls::parse_certificate(c.cert.as_ref()).unwrap();
+    use sha2::Digest;
+    let urd = std::fs::read(d.path().join("user_report_data")).unwrap();
+    assert_eq!(&urd[..32], sha2::Sha256::digest(&p.spki_der).as_slice());
+    assert_eq!(&urd[32..], &[0u8; 32]);
+}
