@@ -1,7 +1,7 @@
 //! Verified evidence: the only proof of a successful verification.
 //!
 //! [`VerifiedEvidence`] has private fields and a `pub(crate)` constructor
-//! named [`VerifiedEvidence::assertion`]; grep for `assertion(` to find every
+//! named `VerifiedEvidence::assertion`; grep for `assertion(` to find every
 //! place that claims a verification happened.
 
 use std::fmt;

@@ -1,7 +1,7 @@
 //! Parsing of Intel DCAP quotes (header and SGX report body).
 //!
 //! This parser never panics: every length read from the input is checked
-//! through [`Reader`] before use. It understands quote versions 3 and 4 and
+//! through a bounds-checked `Reader` before use. It understands quote versions 3 and 4 and
 //! recognises EPID (version 2) and TDX quotes so that they can be rejected
 //! with a clear error.
 
