@@ -253,3 +253,23 @@ fn gramine_attester_uses_dev_attestation_and_never_falls_back() {
     assert_eq!(&urd[..32], sha2::Sha256::digest(&p.spki_der).as_slice());
     assert_eq!(&urd[32..], &[0u8; 32]);
 }
+
+#[test]
+fn real_gramine_cert_is_usable_for_tls_signature_checks() {
+    // The key server checks the handshake signature through rustls-webpki, which
+    // must parse Gramine's mbedTLS certificate (explicit NULL parameter).
+    let der = rustls_pki_types::CertificateDer::from(read("gramine-ratls/ratls-cert.der"));
+    let ee = webpki::EndEntityCert::try_from(&der).expect("webpki parses the Gramine cert");
+    // A wrong signature is rejected as a signature error, not as a parse error.
+    let err = ee
+        .verify_signature(
+            webpki::ring::ECDSA_P384_SHA384,
+            b"message",
+            &[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01],
+        )
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("InvalidSignatureForPublicKey"),
+        "{err:?}"
+    );
+}
