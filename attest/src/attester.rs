@@ -76,6 +76,30 @@ impl GramineAttester {
     pub fn with_dir(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
+
+    /// Installs a provisioned 16-byte key as `/dev/attestation/keys/<name>`, where
+    /// Gramine's encrypted mounts with `key_name = "<name>"` find it.
+    ///
+    /// Names starting with `_` (Gramine's reserved sealing keys) and names
+    /// containing `/` or NUL are refused.
+    pub fn install_key(&self, name: &str, key: &[u8; 16]) -> Result<(), AttestError> {
+        if name.is_empty()
+            || name.starts_with('_')
+            || name.contains(['/', '\0'])
+            || name == "."
+            || name == ".."
+        {
+            return Err(AttestError::Other(format!(
+                "key name {name:?} is not allowed (empty, reserved '_' prefix, '/' or NUL)"
+            )));
+        }
+        let path = self.dir.join("keys").join(name);
+        std::fs::write(&path, key).map_err(|source| AttestError::Io {
+            op: "writing",
+            path,
+            source,
+        })
+    }
 }
 
 impl Attester for GramineAttester {

@@ -408,3 +408,19 @@ async fn tls12_client_is_served() {
     assert_eq!(&resp[..37], attest::wire::RESPONSE);
     assert_eq!(&resp[41..], &[0xA1; 16]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p256_and_p384_client_keys_are_accepted() {
+    let f = start(true, "simulated").await;
+    for curve in [Curve::P256, Curve::P384] {
+        let cert = build_certificate(&SimAttester::dangerous_new(identity(MRE_OK)), curve).unwrap();
+        let c =
+            ProvisioningClient::new(vec![f.server()], load_certs(&f.ca()).unwrap(), Some(&cert))
+                .unwrap();
+        let p = tokio::time::timeout(BOUND, c.provision(&["inputs"]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.keys["inputs"].as_slice(), &[0xB2; 16], "{curve:?}");
+    }
+}

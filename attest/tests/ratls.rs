@@ -273,3 +273,35 @@ fn real_gramine_cert_is_usable_for_tls_signature_checks() {
         "{err:?}"
     );
 }
+
+#[test]
+fn gramine_key_install() {
+    use attest::GramineAttester;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("keys")).unwrap();
+    let att = GramineAttester::with_dir(d.path());
+    att.install_key("default", &[7u8; 16]).unwrap();
+    assert_eq!(
+        std::fs::read(d.path().join("keys/default")).unwrap(),
+        vec![7u8; 16]
+    );
+    for bad in ["", "_sgx_mrenclave", "../x", "a/b", ".."] {
+        assert!(att.install_key(bad, &[0u8; 16]).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn non_ec_keys_are_refused() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    let claims = ratls::build_claims(&spki).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &ratls::TCG_EVIDENCE_OID_ARCS,
+        ratls::build_tagged_evidence(60000, &read("gramine-ratls/quote_evidence.bin"), &claims)
+            .unwrap(),
+    )];
+    let cert = params.self_signed(&key).unwrap();
+    let err = ratls::parse_certificate(cert.der()).unwrap_err();
+    assert!(matches!(err, RaTlsError::UnsupportedKey(_)), "{err}");
+}
