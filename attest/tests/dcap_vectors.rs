@@ -180,3 +180,23 @@ fn zero_padded_quote_verifies_and_random_mutations_never_panic() {
         }
     }
 }
+
+#[test]
+fn sgx_v4_is_parsed_but_not_verified_and_epid_is_named() {
+    let q = read("phala-sgx-v3/quote.bin");
+    let mut v4 = q.clone();
+    v4[0] = 4; // version 4, tee_type (bytes 4..8) stays 0 = SGX
+    let parsed = attest::quote::SgxQuote::parse(&v4).expect("SGX v4 layout parses");
+    assert_eq!(parsed.header.tee_type, 0);
+    assert_eq!(
+        hex::encode(parsed.body.mr_enclave),
+        "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+    );
+    let v = DcapVerifier::new(vec![collateral("phala-sgx-v3")]);
+    let err = v.verify(&v4, unix_time(1750400000)).unwrap_err();
+    assert!(matches!(err, VerifyError::SgxV4Unsupported), "{err}");
+    let mut epid = q;
+    epid[0] = 2;
+    let err = v.verify(&epid, unix_time(1750400000)).unwrap_err();
+    assert!(err.to_string().contains("EPID"), "{err}");
+}
