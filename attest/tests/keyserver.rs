@@ -424,3 +424,70 @@ async fn p256_and_p384_client_keys_are_accepted() {
         assert_eq!(p.keys["inputs"].as_slice(), &[0xB2; 16], "{curve:?}");
     }
 }
+
+/// Connects with `id` (or no certificate), sends the request, and returns every
+/// byte the server sends back (an error or alert ends the read).
+async fn raw_exchange(f: &Fixture, id: Option<&RaTlsCertificate>) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(&f.ca()).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let cfg = match id {
+        Some(id) => b
+            .with_client_auth_cert(vec![id.cert.clone()], id.private_key())
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    let conn = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(f.addr).await.unwrap();
+    let mut out = Vec::new();
+    // With TLS 1.3 the client may finish its side before the server rejects it.
+    let Ok(Ok(mut s)) = tokio::time::timeout(
+        BOUND,
+        conn.connect(ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    else {
+        return out;
+    };
+    let _ = s.write_all(attest::wire::REQUEST).await;
+    let _ = s.flush().await;
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(BOUND, s.read(&mut buf))
+            .await
+            .expect("bounded")
+        {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_peers_receive_no_bytes_at_all() {
+    let f = start(true, "simulated").await;
+    let bad =
+        build_certificate(&SimAttester::dangerous_new(identity(MRE_BAD)), Curve::P384).unwrap();
+    assert!(
+        raw_exchange(&f, Some(&bad)).await.is_empty(),
+        "wrong MRENCLAVE got data"
+    );
+    assert!(
+        raw_exchange(&f, None).await.is_empty(),
+        "client without certificate got data"
+    );
+    let good =
+        build_certificate(&SimAttester::dangerous_new(identity(MRE_OK)), Curve::P384).unwrap();
+    let got = raw_exchange(&f, Some(&good)).await;
+    assert!(
+        got.starts_with(attest::wire::RESPONSE),
+        "control: the allowed identity gets the response"
+    );
+}
