@@ -70,6 +70,10 @@ fn limits() -> Limits {
 }
 
 async fn start(allow_sim: bool, tee: &str) -> Fixture {
+    start_with(allow_sim, tee, limits()).await
+}
+
+async fn start_with(allow_sim: bool, tee: &str, limits: Limits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("model.key"), [0xA1; 16]).unwrap();
@@ -83,7 +87,7 @@ async fn start(allow_sim: bool, tee: &str) -> Fixture {
         load_private_key(&files.server_key).unwrap(),
         verifier_for_policy(&policy).unwrap(),
         Arc::new(policy),
-        limits(),
+        limits,
     )
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -489,5 +493,32 @@ async fn refused_peers_receive_no_bytes_at_all() {
     assert!(
         got.starts_with(attest::wire::RESPONSE),
         "control: the allowed identity gets the response"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_is_enforced_and_frees_up() {
+    let f = start_with(
+        true,
+        "simulated",
+        Limits {
+            max_connections: 2,
+            ..limits()
+        },
+    )
+    .await;
+    // Two silent peers take both slots.
+    let a = TcpStream::connect(f.addr).await.unwrap();
+    let b = TcpStream::connect(f.addr).await.unwrap();
+    // A good client is served only once a slot frees (handshake timeout of a silent peer).
+    f.good_round_trip().await;
+    // So by now the server has already closed at least one silent peer: it reads EOF at once.
+    let closed = |s: &TcpStream| {
+        let mut buf = [0u8; 1];
+        matches!(s.try_read(&mut buf), Ok(0))
+    };
+    assert!(
+        closed(&a) || closed(&b),
+        "the third client was served while both slots were held"
     );
 }
