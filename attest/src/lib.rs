@@ -5,7 +5,7 @@
 //! The crate keeps "cryptographically valid" ([`dcap`], [`ratls`]) apart from
 //! "acceptable to this data owner" ([`policy`]). Simulated evidence exists
 //! only with the `insecure-sim` cargo feature (module `sim`).
-#![forbid(unsafe_code)]
+#![forbid(unsafe_code, unused_must_use)]
 #![warn(missing_docs)]
 
 pub mod attester;

@@ -383,7 +383,9 @@ pub fn check_legacy_binding(spki_der: &[u8], report_data: &[u8; 64]) -> Result<(
     )
 }
 
-/// Verifies simulated reports. Implemented by `sim::SimVerifier` (feature `insecure-sim`).
+/// Verifies simulated reports. Implemented by `sim::SimVerifier`; exists only
+/// with the `insecure-sim` feature.
+#[cfg(feature = "insecure-sim")]
 pub trait SimulatedEvidenceVerifier: Send + Sync {
     /// Verifies a simulated report at `now`.
     fn verify_simulated(
@@ -397,14 +399,16 @@ pub trait SimulatedEvidenceVerifier: Send + Sync {
 #[derive(Clone)]
 pub struct RaTlsVerifier {
     quotes: Arc<dyn QuoteVerifier>,
+    #[cfg(feature = "insecure-sim")]
     simulated: Option<Arc<dyn SimulatedEvidenceVerifier>>,
 }
 
 impl std::fmt::Debug for RaTlsVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaTlsVerifier")
-            .field("accepts_simulated", &self.simulated.is_some())
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("RaTlsVerifier");
+        #[cfg(feature = "insecure-sim")]
+        d.field("accepts_simulated", &self.simulated.is_some());
+        d.finish_non_exhaustive()
     }
 }
 
@@ -413,12 +417,13 @@ impl RaTlsVerifier {
     pub fn new(quotes: Arc<dyn QuoteVerifier>) -> Self {
         Self {
             quotes,
+            #[cfg(feature = "insecure-sim")]
             simulated: None,
         }
     }
 
-    /// Also accept SIMULATED, INSECURE evidence. Only reachable with the
-    /// `insecure-sim` feature, because only that feature provides an implementation.
+    /// Also accept SIMULATED, INSECURE evidence (feature `insecure-sim` only).
+    #[cfg(feature = "insecure-sim")]
     pub fn dangerous_with_simulated(mut self, sim: Arc<dyn SimulatedEvidenceVerifier>) -> Self {
         self.simulated = Some(sim);
         self
@@ -444,6 +449,13 @@ impl RaTlsVerifier {
                 check_legacy_binding(&parsed.spki_der, ev.report_data())?;
                 ev
             }
+            #[cfg(not(feature = "insecure-sim"))]
+            CertEvidence::Simulated { .. } => {
+                return Err(RaTlsError::SimulatedNotAccepted(
+                    "this build has no simulated-evidence support (the insecure-sim feature is off)",
+                ));
+            }
+            #[cfg(feature = "insecure-sim")]
             CertEvidence::Simulated { report, claims } => {
                 let Some(sim) = &self.simulated else {
                     return Err(RaTlsError::SimulatedNotAccepted(

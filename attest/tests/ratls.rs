@@ -305,3 +305,25 @@ fn non_ec_keys_are_refused() {
     let err = ratls::parse_certificate(cert.der()).unwrap_err();
     assert!(matches!(err, RaTlsError::UnsupportedKey(_)), "{err}");
 }
+
+#[test]
+fn hand_made_simulated_cert_is_refused_without_opt_in() {
+    // Built by hand so that it also runs in the default build (no SimAttester there).
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    let claims = ratls::build_claims(&spki).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ratls::SIM_CN);
+    params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &ratls::TCG_EVIDENCE_OID_ARCS,
+        ratls::build_tagged_evidence(ratls::SIM_EVIDENCE_TAG, b"not a report", &claims).unwrap(),
+    )];
+    let cert = params.self_signed(&key).unwrap();
+    let err = dcap_verifier()
+        .verify_certificate(cert.der(), gramine_time())
+        .unwrap_err();
+    assert!(matches!(err, RaTlsError::SimulatedNotAccepted(_)), "{err}");
+    assert!(err.to_string().contains("SIMULATED-INSECURE"));
+}
