@@ -8,33 +8,20 @@ use std::time::Duration;
 
 use attest::client::ProvisioningClient;
 use attest::ratls::{Curve, RaTlsCertificate, build_certificate};
-use attest::server::{KeyServer, Limits, spawn, verifier_for_policy};
+use attest::server::Limits;
 use attest::sim::SimAttester;
-use attest::tls::{init_tls, load_certs, load_private_key};
-use attest::{EnclaveIdentity, Policy};
+use attest::tls::load_certs;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+
+use common::sim::{Fixture, identity, start_keyserver};
+
 const MRE_OK: [u8; 32] = [0x11; 32];
 const MRE_BAD: [u8; 32] = [0x22; 32];
 const BOUND: Duration = Duration::from_secs(20);
-
-fn identity(mre: [u8; 32]) -> EnclaveIdentity {
-    EnclaveIdentity {
-        mrenclave: mre,
-        mrsigner: [0x33; 32],
-        isv_prod_id: 1,
-        isv_svn: 2,
-        attributes: [0x05, 0, 0, 0, 0, 0, 0, 0, 0xE7, 0, 0, 0, 0, 0, 0, 0],
-        debug: false,
-    }
-}
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    addr: std::net::SocketAddr,
-}
 
 fn policy_text(allow_sim: bool, tee: &str) -> String {
     format!(
@@ -74,34 +61,19 @@ async fn start(allow_sim: bool, tee: &str) -> Fixture {
 }
 
 async fn start_with(allow_sim: bool, tee: &str, limits: Limits) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("model.key"), [0xA1; 16]).unwrap();
-    std::fs::write(d.join("inputs.key"), [0xB2; 16]).unwrap();
-    std::fs::write(d.join("outputs.key"), [0xC3; 16]).unwrap();
-    std::fs::write(d.join("policy.toml"), policy_text(allow_sim, tee)).unwrap();
-    let files = init_tls(&d.join("tls")).unwrap();
-    let policy = Policy::load(&d.join("policy.toml")).unwrap();
-    let server = KeyServer::new(
-        load_certs(&files.server_cert).unwrap(),
-        load_private_key(&files.server_key).unwrap(),
-        verifier_for_policy(&policy).unwrap(),
-        Arc::new(policy),
+    start_keyserver(
+        &policy_text(allow_sim, tee),
+        &[
+            ("model.key", [0xA1; 16]),
+            ("inputs.key", [0xB2; 16]),
+            ("outputs.key", [0xC3; 16]),
+        ],
         limits,
     )
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (addr, _h) = spawn(server, listener).unwrap();
-    Fixture { dir, addr }
+    .await
 }
 
 impl Fixture {
-    fn ca(&self) -> std::path::PathBuf {
-        self.dir.path().join("tls/ca.pem")
-    }
-    fn server(&self) -> String {
-        format!("localhost:{}", self.addr.port())
-    }
     fn client(&self, mre: [u8; 32]) -> ProvisioningClient {
         ProvisioningClient::with_attester(
             &self.server(),

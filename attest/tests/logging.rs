@@ -4,13 +4,15 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+
+mod common;
+
+use common::sim::{identity, start_keyserver};
 use std::time::Duration;
 
 use attest::client::ProvisioningClient;
-use attest::server::{KeyServer, Limits, spawn, verifier_for_policy};
+use attest::server::Limits;
 use attest::sim::SimAttester;
-use attest::tls::{init_tls, load_certs, load_private_key};
-use attest::{EnclaveIdentity, Policy};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -32,17 +34,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
     }
 }
 
-fn id(mre: u8) -> EnclaveIdentity {
-    EnclaveIdentity {
-        mrenclave: [mre; 32],
-        mrsigner: [0x33; 32],
-        isv_prod_id: 1,
-        isv_svn: 2,
-        attributes: [5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        debug: false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_logged_keys_never() {
     let cap = Capture::default();
@@ -51,39 +42,22 @@ async fn decisions_logged_keys_never() {
         .with_ansi(false)
         .init();
 
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     // Distinctive key bytes to search for in every encoding.
     let model = [
         0x5Au8, 0xC3, 0x17, 0xE9, 0x42, 0x0D, 0xB8, 0x66, 0x91, 0x2F, 0x7C, 0xA4, 0x3E, 0xD1, 0x08,
         0xF5,
     ];
-    std::fs::write(d.join("model.key"), model).unwrap();
-    std::fs::write(
-        d.join("policy.toml"),
-        format!(
-            "[attestation]\ninsecure_allow_simulated = true\n[keys.model]\nfile = \"model.key\"\n[[enclave]]\nname = \"logged\"\ntee = \"simulated\"\nmrenclave = \"{}\"\nfirst_secret = \"model\"\n",
-            hex::encode([0x11u8; 32])
-        ),
-    )
-    .unwrap();
-    let files = init_tls(&d.join("tls")).unwrap();
-    let policy = Policy::load(&d.join("policy.toml")).unwrap();
-    let server = KeyServer::new(
-        load_certs(&files.server_cert).unwrap(),
-        load_private_key(&files.server_key).unwrap(),
-        verifier_for_policy(&policy).unwrap(),
-        Arc::new(policy),
-        Limits::default(),
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (addr, _h) = spawn(server, listener).unwrap();
-    let server = format!("localhost:{}", addr.port());
+    let policy = format!(
+        "[attestation]\ninsecure_allow_simulated = true\n[keys.model]\nfile = \"model.key\"\n[[enclave]]\nname = \"logged\"\ntee = \"simulated\"\nmrenclave = \"{}\"\nfirst_secret = \"model\"\n",
+        hex::encode([0x11u8; 32])
+    );
+    let f = start_keyserver(&policy, &[("model.key", model)], Limits::default()).await;
+    let ca = f.ca();
+    let server = f.server();
     let ok = ProvisioningClient::with_attester(
         &server,
-        &files.ca_cert,
-        &SimAttester::dangerous_new(id(0x11)),
+        &ca,
+        &SimAttester::dangerous_new(identity([0x11; 32])),
     )
     .unwrap();
     let p = tokio::time::timeout(Duration::from_secs(20), ok.provision(&["model"]))
@@ -93,8 +67,8 @@ async fn decisions_logged_keys_never() {
     assert_eq!(p.first_secret.as_slice(), &model);
     let bad = ProvisioningClient::with_attester(
         &server,
-        &files.ca_cert,
-        &SimAttester::dangerous_new(id(0x99)),
+        &ca,
+        &SimAttester::dangerous_new(identity([0x99; 32])),
     )
     .unwrap();
     assert!(
