@@ -327,3 +327,36 @@ fn hand_made_simulated_cert_is_refused_without_opt_in() {
     assert!(matches!(err, RaTlsError::SimulatedNotAccepted(_)), "{err}");
     assert!(err.to_string().contains("SIMULATED-INSECURE"));
 }
+
+#[test]
+fn hostile_cbor_never_panics_or_overallocates() {
+    // tag 60000, array(2), bstr claiming 2^40 bytes with almost none present.
+    let huge = [
+        0xD9, 0xEA, 0x60, 0x82, 0x5B, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 1, 2, 3,
+    ];
+    assert!(ratls::parse_tagged_evidence(&huge).is_err());
+    // Deep nesting.
+    let mut deep = vec![0xD9, 0xEA, 0x60];
+    deep.extend(std::iter::repeat_n(0x81u8, 100_000));
+    deep.push(0x00);
+    assert!(ratls::parse_tagged_evidence(&deep).is_err());
+    assert!(ratls::claims_pubkey_hash(&deep[3..]).is_err());
+    // Random mutations of the real extension value and claims.
+    let ext = read("gramine-ratls/tcg_dice_tagged_evidence.cbor");
+    let claims = read("gramine-ratls/claims.cbor");
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut e = ext.clone();
+        let i = (x as usize) % 40; // the structure lives in the first bytes and the claims at the end
+        e[i] ^= (x >> 56) as u8 | 1;
+        let _ = ratls::parse_tagged_evidence(&e);
+        let mut c = claims.clone();
+        let j = (x as usize >> 8) % c.len();
+        c[j] ^= (x >> 48) as u8 | 1;
+        let _ = ratls::claims_pubkey_hash(&c);
+        let _ = ratls::parse_tagged_evidence(&e[..(x as usize >> 16) % e.len()]);
+    }
+}
