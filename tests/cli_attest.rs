@@ -3,15 +3,19 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+/// `$ATTEST_VECTORS_DIR`, else `$PFS_SHARED_DIR/vectors/dcap` (set by `.ci/run`), else
+/// `shared/vectors/dcap` beside the clone; fails loudly when missing.
 fn vectors() -> PathBuf {
-    let dir = std::env::var_os("ATTEST_VECTORS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/dcap")
-        });
+    let dir = if let Some(d) = std::env::var_os("ATTEST_VECTORS_DIR") {
+        PathBuf::from(d)
+    } else if let Some(s) = std::env::var_os("PFS_SHARED_DIR") {
+        PathBuf::from(s).join("vectors/dcap")
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/dcap")
+    };
     assert!(
         dir.join("README.md").is_file(),
-        "DCAP vectors missing at {} (set ATTEST_VECTORS_DIR)",
+        "DCAP vectors missing at {} (set PFS_SHARED_DIR or ATTEST_VECTORS_DIR)",
         dir.display()
     );
     dir
