@@ -202,8 +202,10 @@ fn print_evidence(ev: &VerifiedEvidence) {
     println!("  verified at  {}", s.verified_at);
 }
 
-/// Runs `pfs attest ...`.
-pub fn run_attest(cmd: AttestCmd) -> Result<ExitCode> {
+/// Runs `pfs attest ...`. `Ok(true)`: verified / keys granted; `Ok(false)`: the policy
+/// refused (already reported on stdout); `Err`: not verified or a usage/I/O error (see
+/// [`exit_code_for`]).
+pub fn run_attest(cmd: AttestCmd) -> Result<bool> {
     match cmd {
         AttestCmd::Verify(a) => {
             let ev = verify_source(&a.source, &a.collateral, a.at)?;
@@ -212,7 +214,7 @@ pub fn run_attest(cmd: AttestCmd) -> Result<ExitCode> {
             } else {
                 print_evidence(&ev);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(true)
         }
         AttestCmd::PolicyCheck(a) => {
             let policy = Policy::load(&a.policy)?;
@@ -256,17 +258,13 @@ pub fn run_attest(cmd: AttestCmd) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(if decision.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(decision.is_ok())
         }
     }
 }
 
-/// Runs `pfs keyserver ...`.
-pub fn run_keyserver(args: KeyserverArgs) -> Result<ExitCode> {
+/// Runs `pfs keyserver ...` (`init-tls`, or the server until it fails). `Ok(true)` on success.
+pub fn run_keyserver(args: KeyserverArgs) -> Result<bool> {
     if let Some(KeyserverCmd::InitTls { dir }) = args.cmd {
         let f = attest::tls::init_tls(&dir)?;
         println!(
@@ -282,7 +280,7 @@ pub fn run_keyserver(args: KeyserverArgs) -> Result<ExitCode> {
             "server private key:  {}  (--key, mode 0600)",
             f.server_key.display()
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(true);
     }
     let (Some(policy_path), Some(cert), Some(key)) = (args.policy, args.cert, args.key) else {
         bail!("--policy, --cert and --key are required");
@@ -332,5 +330,5 @@ pub fn run_keyserver(args: KeyserverArgs) -> Result<ExitCode> {
         server.serve(listener).await?;
         Ok::<_, anyhow::Error>(())
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(true)
 }

@@ -31,10 +31,21 @@ fn main() -> ExitCode {
         Cmd::Keyserver(a) => cmd_attest::run_keyserver(a),
     };
     match res {
-        Ok(code) => code,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             cmd_attest::exit_code_for(&e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }
