@@ -128,11 +128,7 @@ impl std::error::Error for NotVerified {}
 
 /// Maps an error to the exit status: 1 for verification failures, 2 otherwise.
 pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
-    if err.downcast_ref::<NotVerified>().is_some() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::from(2)
-    }
+    if err.downcast_ref::<NotVerified>().is_some() { ExitCode::from(1) } else { ExitCode::from(2) }
 }
 
 fn now_or(at: Option<u64>) -> Result<rustls_pki_types::UnixTime> {
@@ -143,8 +139,7 @@ fn now_or(at: Option<u64>) -> Result<rustls_pki_types::UnixTime> {
 }
 
 fn read_cert(path: &Path) -> Result<Vec<u8>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
     if bytes.starts_with(b"-----BEGIN") {
         use rustls_pki_types::CertificateDer;
         use rustls_pki_types::pem::PemObject;
@@ -161,16 +156,12 @@ fn verify_source(
     collateral: &[PathBuf],
     at: Option<u64>,
 ) -> Result<VerifiedEvidence> {
-    let bundles = collateral
-        .iter()
-        .map(|p| Collateral::from_file(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let bundles = collateral.iter().map(|p| Collateral::from_file(p)).collect::<Result<Vec<_>, _>>()?;
     let dcap = Arc::new(DcapVerifier::new(bundles));
     let now = now_or(at)?;
     if let Some(q) = &source.quote {
         let bytes = std::fs::read(q).with_context(|| format!("reading quote {}", q.display()))?;
-        dcap.verify(&bytes, now)
-            .map_err(|e| NotVerified(format!("quote {}: {e}", q.display())).into())
+        dcap.verify(&bytes, now).map_err(|e| NotVerified(format!("quote {}: {e}", q.display())).into())
     } else if let Some(c) = &source.cert {
         let der = read_cert(c)?;
         RaTlsVerifier::new(dcap)
@@ -192,11 +183,7 @@ fn print_evidence(ev: &VerifiedEvidence) {
     println!("  debug        {}", s.debug);
     println!(
         "  advisories   {}",
-        if s.advisory_ids.is_empty() {
-            "-".into()
-        } else {
-            s.advisory_ids.join(", ")
-        }
+        if s.advisory_ids.is_empty() { "-".into() } else { s.advisory_ids.join(", ") }
     );
     println!("  report_data  {}", s.report_data);
     println!("  verified at  {}", s.verified_at);
@@ -218,15 +205,10 @@ pub fn run_attest(cmd: AttestCmd) -> Result<bool> {
         }
         AttestCmd::PolicyCheck(a) => {
             let policy = Policy::load(&a.policy)?;
-            let collateral = if a.collateral.is_empty() {
-                policy.collateral().to_vec()
-            } else {
-                a.collateral.clone()
-            };
+            let collateral =
+                if a.collateral.is_empty() { policy.collateral().to_vec() } else { a.collateral.clone() };
             if collateral.is_empty() {
-                bail!(
-                    "no collateral: pass --collateral FILE or set [attestation] collateral in the policy"
-                );
+                bail!("no collateral: pass --collateral FILE or set [attestation] collateral in the policy");
             }
             let ev = verify_source(&a.source, &collateral, a.at)?;
             let decision = policy.release(&ev);
@@ -276,10 +258,7 @@ pub fn run_keyserver(args: KeyserverArgs) -> Result<bool> {
             "server certificate:  {}  (--cert; valid for localhost, 127.0.0.1, ::1)",
             f.server_cert.display()
         );
-        println!(
-            "server private key:  {}  (--key, mode 0600)",
-            f.server_key.display()
-        );
+        println!("server private key:  {}  (--key, mode 0600)", f.server_key.display());
         return Ok(true);
     }
     let (Some(policy_path), Some(cert), Some(key)) = (args.policy, args.cert, args.key) else {

@@ -22,10 +22,7 @@ fn vectors() -> PathBuf {
 }
 
 fn pfs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pfs"))
-        .args(args)
-        .output()
-        .expect("pfs runs")
+    Command::new(env!("CARGO_BIN_EXE_pfs")).args(args).output().expect("pfs runs")
 }
 
 fn v(rel: &str) -> String {
@@ -45,36 +42,17 @@ fn verify_json_phala() {
         "1750400000",
         "--json",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["tee"], "sgx-dcap");
     assert_eq!(j["tcb_status"], "ConfigurationAndSWHardeningNeeded");
-    assert_eq!(
-        j["advisory_ids"],
-        serde_json::json!(["INTEL-SA-00289", "INTEL-SA-00615"])
-    );
-    assert_eq!(
-        j["mrenclave"],
-        "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
-    );
-    assert_eq!(
-        j["mrsigner"],
-        "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
-    );
+    assert_eq!(j["advisory_ids"], serde_json::json!(["INTEL-SA-00289", "INTEL-SA-00615"]));
+    assert_eq!(j["mrenclave"], "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb");
+    assert_eq!(j["mrsigner"], "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6");
     assert_eq!(j["isv_prod_id"], 0);
     assert_eq!(j["isv_svn"], 0);
     assert_eq!(j["debug"], false);
-    assert!(
-        j["report_data"]
-            .as_str()
-            .unwrap()
-            .starts_with("48656c6c6f2c20776f726c6421")
-    );
+    assert!(j["report_data"].as_str().unwrap().starts_with("48656c6c6f2c20776f726c6421"));
 }
 
 #[test]
@@ -90,12 +68,7 @@ fn verify_gramine_cert_pem_reports_debug() {
         "1755300000",
         "--json",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["debug"], true);
     assert_eq!(j["tcb_status"], "OutOfDate");
@@ -126,12 +99,7 @@ fn verify_failures_exit_nonzero_without_panic() {
             "--collateral".into(),
             v("phala-sgx-v3/collateral.json"),
         ],
-        vec![
-            "--quote".into(),
-            v("README.md"),
-            "--collateral".into(),
-            v("phala-sgx-v3/collateral.json"),
-        ],
+        vec!["--quote".into(), v("README.md"), "--collateral".into(), v("phala-sgx-v3/collateral.json")],
         vec![
             "--quote".into(),
             v("phala-sgx-v3/quote.bin"),
@@ -152,10 +120,7 @@ fn verify_failures_exit_nonzero_without_panic() {
         let code = o.status.code();
         assert!(matches!(code, Some(1) | Some(2)), "{c:?}: {code:?}");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.starts_with("error:") && !err.contains("panicked"),
-            "{err}"
-        );
+        assert!(err.starts_with("error:") && !err.contains("panicked"), "{err}");
     }
     let o = pfs(&[
         "attest",
@@ -197,39 +162,19 @@ fn policy_check_and_init_tls() {
     let o = run();
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("REFUSED") && out.contains("DEBUG") && out.contains("OutOfDate"),
-        "{out}"
-    );
-    std::fs::write(
-        &p,
-        entry("allow_debug = true\naccepted_tcb_statuses = [\"OutOfDate\"]\n"),
-    )
-    .unwrap();
+    assert!(out.contains("REFUSED") && out.contains("DEBUG") && out.contains("OutOfDate"), "{out}");
+    std::fs::write(&p, entry("allow_debug = true\naccepted_tcb_statuses = [\"OutOfDate\"]\n")).unwrap();
     let o = run();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("GRANTED"));
 
     let tls = d.path().join("tls");
     let o = pfs(&["keyserver", "init-tls", tls.to_str().unwrap()]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     use std::os::unix::fs::PermissionsExt;
-    for (f, mode) in [
-        ("ca.pem", 0o644),
-        ("ca-key.pem", 0o600),
-        ("server.pem", 0o644),
-        ("server-key.pem", 0o600),
-    ] {
+    for (f, mode) in
+        [("ca.pem", 0o644), ("ca-key.pem", 0o600), ("server.pem", 0o644), ("server-key.pem", 0o600)]
+    {
         let m = std::fs::metadata(tls.join(f)).unwrap().permissions().mode() & 0o777;
         if mode == 0o600 {
             assert_eq!(m, 0o600, "{f}");

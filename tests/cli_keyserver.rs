@@ -33,11 +33,8 @@ fn id(mre: u8) -> EnclaveIdentity {
 fn keyserver_process_serves_and_refuses() {
     let d = tempfile::tempdir().unwrap();
     let tls = d.path().join("tls");
-    let o = Command::new(env!("CARGO_BIN_EXE_pfs"))
-        .args(["keyserver", "init-tls"])
-        .arg(&tls)
-        .output()
-        .unwrap();
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_pfs")).args(["keyserver", "init-tls"]).arg(&tls).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::write(d.path().join("model.key"), [0x6Bu8; 16]).unwrap();
     let policy = d.path().join("policy.toml");
@@ -49,11 +46,7 @@ fn keyserver_process_serves_and_refuses() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_pfs"))
@@ -71,26 +64,18 @@ fn keyserver_process_serves_and_refuses() {
     // Wait (bounded) until the port accepts connections.
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "keyserver did not start listening on {listen}"
-        );
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "keyserver exited early"
-        );
+        assert!(Instant::now() < deadline, "keyserver did not start listening on {listen}");
+        assert!(server.0.try_wait().unwrap().is_none(), "keyserver exited early");
         std::thread::sleep(Duration::from_millis(20));
     }
     let servers = format!("localhost:{port}");
     let ca = tls.join("ca.pem");
     let good =
-        ProvisioningClient::with_attester(&servers, &ca, &SimAttester::dangerous_new(id(0x11)))
-            .unwrap();
+        ProvisioningClient::with_attester(&servers, &ca, &SimAttester::dangerous_new(id(0x11))).unwrap();
     let p = good.provision_blocking(&[]).expect("provisioned");
     assert_eq!(p.first_secret.as_slice(), &[0x6B; 16]);
     let bad =
-        ProvisioningClient::with_attester(&servers, &ca, &SimAttester::dangerous_new(id(0x12)))
-            .unwrap();
+        ProvisioningClient::with_attester(&servers, &ca, &SimAttester::dangerous_new(id(0x12))).unwrap();
     assert!(bad.provision_blocking(&[]).is_err());
     // Still serving after the refusal.
     assert!(good.provision_blocking(&[]).is_ok());
@@ -98,18 +83,9 @@ fn keyserver_process_serves_and_refuses() {
     let _ = server.0.kill();
     let _ = server.0.wait();
     let mut log = String::new();
-    server
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    server.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(log.contains("key server ready"), "{log}");
     assert!(log.contains("refused by policy"), "{log}");
     assert!(log.contains("sent first secret"), "{log}");
-    assert!(
-        !log.to_lowercase().contains(&"6b".repeat(16)),
-        "key bytes in the log"
-    );
+    assert!(!log.to_lowercase().contains(&"6b".repeat(16)), "key bytes in the log");
 }

@@ -54,16 +54,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let fresh = args.iter().any(|a| a == "--fresh-cert");
     // Gramine uses P-384 client keys; --p256 shows what the P-384 arithmetic costs.
-    let curve = if args.iter().any(|a| a == "--p256") {
-        Curve::P256
-    } else {
-        Curve::P384
-    };
-    let rate: Option<f64> = args
-        .iter()
-        .position(|a| a == "--rate")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|r| r.parse().ok());
+    let curve = if args.iter().any(|a| a == "--p256") { Curve::P256 } else { Curve::P384 };
+    let rate: Option<f64> =
+        args.iter().position(|a| a == "--rate").and_then(|i| args.get(i + 1)).and_then(|r| r.parse().ok());
     let nums: Vec<usize> = args
         .iter()
         .enumerate()
@@ -89,11 +82,7 @@ fn main() {
     let files = init_tls(&d.join("tls")).unwrap();
     let policy = Policy::load(&d.join("policy.toml")).unwrap();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
         let server = KeyServer::new(
             load_certs(&files.server_cert).unwrap(),

@@ -60,9 +60,7 @@ pub struct GramineAttester {
 
 impl Default for GramineAttester {
     fn default() -> Self {
-        Self {
-            dir: PathBuf::from("/dev/attestation"),
-        }
+        Self { dir: PathBuf::from("/dev/attestation") }
     }
 }
 
@@ -94,11 +92,7 @@ impl GramineAttester {
             )));
         }
         let path = self.dir.join("keys").join(name);
-        std::fs::write(&path, key).map_err(|source| AttestError::Io {
-            op: "writing",
-            path,
-            source,
-        })
+        std::fs::write(&path, key).map_err(|source| AttestError::Io { op: "writing", path, source })
     }
 }
 
@@ -115,9 +109,7 @@ impl Attester for GramineAttester {
             source,
         })?;
         if found.trim() != "dcap" {
-            return Err(AttestError::NotDcap {
-                found: found.trim().to_string(),
-            });
+            return Err(AttestError::NotDcap { found: found.trim().to_string() });
         }
         let urd = self.dir.join("user_report_data");
         std::fs::write(&urd, report_data).map_err(|source| AttestError::Io {
@@ -126,10 +118,6 @@ impl Attester for GramineAttester {
             source,
         })?;
         let q = self.dir.join("quote");
-        std::fs::read(&q).map_err(|source| AttestError::Io {
-            op: "reading",
-            path: q,
-            source,
-        })
+        std::fs::read(&q).map_err(|source| AttestError::Io { op: "reading", path: q, source })
     }
 }

@@ -68,10 +68,7 @@ impl std::fmt::Debug for Provisioned {
 
 /// Splits a Gramine-style server list (`host:port` separated by `,`, `;` or spaces).
 pub fn parse_servers(list: &str) -> Vec<String> {
-    list.split([',', ';', ' ', '\t', '\n'])
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    list.split([',', ';', ' ', '\t', '\n']).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 /// A provisioning client with its RA-TLS identity.
@@ -84,9 +81,7 @@ pub struct ProvisioningClient {
 
 impl std::fmt::Debug for ProvisioningClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProvisioningClient")
-            .field("servers", &self.servers)
-            .finish_non_exhaustive()
+        f.debug_struct("ProvisioningClient").field("servers", &self.servers).finish_non_exhaustive()
     }
 }
 
@@ -103,9 +98,7 @@ impl ProvisioningClient {
         }
         let mut roots = rustls::RootCertStore::empty();
         for c in ca_certs {
-            roots
-                .add(c)
-                .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+            roots.add(c).map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
         }
         let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -118,11 +111,7 @@ impl ProvisioningClient {
             None => builder.with_no_client_auth(),
         };
         cfg.resumption = rustls::client::Resumption::disabled();
-        Ok(Self {
-            connector: TlsConnector::from(Arc::new(cfg)),
-            servers,
-            timeout: Duration::from_secs(10),
-        })
+        Ok(Self { connector: TlsConnector::from(Arc::new(cfg)), servers, timeout: Duration::from_secs(10) })
     }
 
     /// A client for `servers` (Gramine list syntax) trusting the CA file, with
@@ -164,12 +153,11 @@ impl ProvisioningClient {
     }
 
     async fn provision_from(&self, server: &str, extra: &[&str]) -> Result<Provisioned, String> {
-        let (host, _port) = server
-            .rsplit_once(':')
-            .ok_or_else(|| format!("bad server address {server:?}"))?;
+        let (host, _port) =
+            server.rsplit_once(':').ok_or_else(|| format!("bad server address {server:?}"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| format!("bad host name {host:?}: {e}"))?;
+        let name =
+            ServerName::try_from(host.to_string()).map_err(|e| format!("bad host name {host:?}: {e}"))?;
         let t = self.timeout;
         let tcp = tokio::time::timeout(t, TcpStream::connect(server))
             .await
@@ -180,19 +168,14 @@ impl ProvisioningClient {
             .await
             .map_err(|_| format!("TLS handshake timed out after {t:?}"))?
             .map_err(|e| format!("TLS handshake: {e}"))?;
-        tls.write_all(wire::REQUEST)
-            .await
-            .map_err(|e| format!("sending request: {e}"))?;
+        tls.write_all(wire::REQUEST).await.map_err(|e| format!("sending request: {e}"))?;
         tls.flush().await.map_err(|e| e.to_string())?;
-        let first_secret = read_secret(&mut tls, t)
-            .await?
-            .map_err(|reason| format!("server denied: {reason}"))?;
+        let first_secret =
+            read_secret(&mut tls, t).await?.map_err(|reason| format!("server denied: {reason}"))?;
         let mut keys = BTreeMap::new();
         let mut denied = BTreeMap::new();
         for k in extra {
-            tls.write_all(&wire::encode_key_request(k))
-                .await
-                .map_err(|e| format!("requesting {k}: {e}"))?;
+            tls.write_all(&wire::encode_key_request(k)).await.map_err(|e| format!("requesting {k}: {e}"))?;
             tls.flush().await.map_err(|e| e.to_string())?;
             match read_secret(&mut tls, t).await? {
                 Ok(v) => {
@@ -204,20 +187,11 @@ impl ProvisioningClient {
             }
         }
         let _ = tls.shutdown().await;
-        Ok(Provisioned {
-            server: server.to_string(),
-            first_secret,
-            keys,
-            denied,
-        })
+        Ok(Provisioned { server: server.to_string(), first_secret, keys, denied })
     }
 }
 
-async fn read_exact_t<S: AsyncRead + Unpin>(
-    s: &mut S,
-    buf: &mut [u8],
-    t: Duration,
-) -> Result<(), String> {
+async fn read_exact_t<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8], t: Duration) -> Result<(), String> {
     tokio::time::timeout(t, s.read_exact(buf))
         .await
         .map_err(|_| format!("server sent nothing for {t:?}"))?
@@ -252,10 +226,7 @@ async fn read_secret<S: AsyncRead + Unpin>(
     read_exact_t(s, &mut len, t).await?;
     let len = u32::from_be_bytes(len);
     if len > wire::MAX_SECRET_LEN {
-        return Err(format!(
-            "secret length {len} exceeds {}",
-            wire::MAX_SECRET_LEN
-        ));
+        return Err(format!("secret length {len} exceeds {}", wire::MAX_SECRET_LEN));
     }
     let mut secret = Zeroizing::new(vec![0u8; len as usize]);
     read_exact_t(s, &mut secret, t).await?;

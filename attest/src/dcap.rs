@@ -16,8 +16,7 @@ use crate::evidence::{EnclaveIdentity, QuoteVerifier, TcbStatus, TeeType, Verifi
 use crate::quote::{QuoteError, SgxQuote};
 
 /// SHA-256 fingerprint of the pinned Intel SGX Root CA certificate (DER).
-pub const INTEL_ROOT_CA_SHA256: &str =
-    "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
+pub const INTEL_ROOT_CA_SHA256: &str = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
 
 /// Why evidence failed cryptographic verification.
 #[derive(Debug, Error)]
@@ -32,9 +31,7 @@ pub enum VerifyError {
     )]
     SgxV4Unsupported,
     /// No collateral was configured.
-    #[error(
-        "no collateral configured; pass a collateral JSON file (dcap-qvl QuoteCollateralV3 layout)"
-    )]
+    #[error("no collateral configured; pass a collateral JSON file (dcap-qvl QuoteCollateralV3 layout)")]
     NoCollateral,
     /// DCAP verification failed with every configured collateral bundle.
     #[error("DCAP verification failed at time {now}: {}", .failures.iter().map(|(l, e)| format!("[{l}] {e}")).collect::<Vec<_>>().join("; "))]
@@ -86,9 +83,7 @@ pub struct Collateral {
 
 impl std::fmt::Debug for Collateral {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Collateral")
-            .field("label", &self.label)
-            .finish_non_exhaustive()
+        f.debug_struct("Collateral").field("label", &self.label).finish_non_exhaustive()
     }
 }
 
@@ -96,20 +91,15 @@ impl Collateral {
     /// Parses collateral JSON (dcap-qvl `QuoteCollateralV3` layout). `label` names it in errors.
     pub fn from_json(json: &[u8], label: impl Into<String>) -> Result<Self, CollateralError> {
         let label = label.into();
-        let inner: QuoteCollateralV3 =
-            serde_json::from_slice(json).map_err(|e| CollateralError::Json {
-                label: label.clone(),
-                reason: e.to_string(),
-            })?;
+        let inner: QuoteCollateralV3 = serde_json::from_slice(json)
+            .map_err(|e| CollateralError::Json { label: label.clone(), reason: e.to_string() })?;
         Ok(Self { label, inner })
     }
 
     /// Reads and parses a collateral JSON file.
     pub fn from_file(path: &Path) -> Result<Self, CollateralError> {
-        let bytes = std::fs::read(path).map_err(|source| CollateralError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| CollateralError::Io { path: path.to_path_buf(), source })?;
         Self::from_json(&bytes, path.display().to_string())
     }
 
@@ -161,9 +151,7 @@ impl DcapVerifier {
                         return Err(VerifyError::NotSgxReport);
                     };
                     let flags = u64::from_le_bytes(
-                        r.attributes[..8]
-                            .try_into()
-                            .map_err(|_| VerifyError::NotSgxReport)?,
+                        r.attributes[..8].try_into().map_err(|_| VerifyError::NotSgxReport)?,
                     );
                     let identity = EnclaveIdentity {
                         mrenclave: r.mr_enclave,
@@ -188,10 +176,7 @@ impl DcapVerifier {
                 Err(e) => failures.push((c.label.clone(), format!("{e:#}"))),
             }
         }
-        Err(VerifyError::Dcap {
-            now: now.as_secs(),
-            failures,
-        })
+        Err(VerifyError::Dcap { now: now.as_secs(), failures })
     }
 }
 
@@ -206,20 +191,14 @@ impl QuoteVerifier for DcapVerifier {
 /// dcap-qvl checks `nextUpdate` but not `thisUpdate`; we are strict about both.
 fn crl_windows(c: &QuoteCollateralV3, now: u64) -> Result<(), String> {
     for (name, der) in [("root CA CRL", &c.root_ca_crl), ("PCK CRL", &c.pck_crl)] {
-        let (_, crl) =
-            x509_parser::parse_x509_crl(der).map_err(|e| format!("{name} does not parse: {e}"))?;
+        let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| format!("{name} does not parse: {e}"))?;
         let this = crl.last_update().timestamp();
         if (now as i128) < i128::from(this) {
-            return Err(format!(
-                "{name} is not yet valid at {now} (thisUpdate {this})"
-            ));
+            return Err(format!("{name} is not yet valid at {now} (thisUpdate {this})"));
         }
         match crl.next_update() {
             Some(next) if (now as i128) > i128::from(next.timestamp()) => {
-                return Err(format!(
-                    "{name} expired at {} (now {now})",
-                    next.timestamp()
-                ));
+                return Err(format!("{name} expired at {} (now {now})", next.timestamp()));
             }
             Some(_) => {}
             None => return Err(format!("{name} has no nextUpdate")),

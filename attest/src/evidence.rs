@@ -150,14 +150,7 @@ impl VerifiedEvidence {
         advisory_ids: Vec<String>,
         verified_at: UnixTime,
     ) -> Self {
-        Self {
-            tee,
-            identity,
-            report_data,
-            tcb_status,
-            advisory_ids,
-            verified_at: verified_at.as_secs(),
-        }
+        Self { tee, identity, report_data, tcb_status, advisory_ids, verified_at: verified_at.as_secs() }
     }
 
     /// Which TEE produced the evidence.
@@ -235,9 +228,6 @@ pub struct EvidenceSummary {
 /// Measurement and TCB policy are *not* applied.
 pub trait QuoteVerifier: Send + Sync {
     /// Verifies `quote` at `now`.
-    fn verify_quote(
-        &self,
-        quote: &[u8],
-        now: UnixTime,
-    ) -> Result<VerifiedEvidence, crate::dcap::VerifyError>;
+    fn verify_quote(&self, quote: &[u8], now: UnixTime)
+    -> Result<VerifiedEvidence, crate::dcap::VerifyError>;
 }

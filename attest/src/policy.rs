@@ -272,10 +272,8 @@ fn line_of(src: &str, offset: usize) -> usize {
 impl Policy {
     /// Loads and validates a policy file. Relative paths are resolved against its directory.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let src = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let src = std::fs::read_to_string(path)
+            .map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&src, path, base)
     }
@@ -305,10 +303,7 @@ impl Policy {
             };
             let bytes = Zeroizing::new(std::fs::read(&file).map_err(|e| key_err(e.to_string()))?);
             let arr: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
-                key_err(format!(
-                    "has {} bytes, a key must be exactly {KEY_LEN} raw bytes",
-                    bytes.len()
-                ))
+                key_err(format!("has {} bytes, a key must be exactly {KEY_LEN} raw bytes", bytes.len()))
             })?;
             keys.insert(name.clone(), SecretKey::new(arr));
         }
@@ -319,11 +314,7 @@ impl Policy {
             let e = e.get_ref();
             let field = |f: &str| format!("enclave[{i}].{f}");
             if !names.insert(e.name.clone()) {
-                return Err(invalid(
-                    line,
-                    field("name"),
-                    format!("duplicate entry name {:?}", e.name),
-                ));
+                return Err(invalid(line, field("name"), format!("duplicate entry name {:?}", e.name)));
             }
             #[cfg(not(feature = "insecure-sim"))]
             if e.tee == EntryTee::Simulated {
@@ -340,18 +331,10 @@ impl Policy {
                     min_isv_svn: e.min_isv_svn.unwrap_or(0),
                 }),
                 (Some(_), None) => {
-                    return Err(invalid(
-                        line,
-                        field("isv_prod_id"),
-                        "mrsigner requires isv_prod_id".into(),
-                    ));
+                    return Err(invalid(line, field("isv_prod_id"), "mrsigner requires isv_prod_id".into()));
                 }
                 (None, Some(_)) => {
-                    return Err(invalid(
-                        line,
-                        field("mrsigner"),
-                        "isv_prod_id requires mrsigner".into(),
-                    ));
+                    return Err(invalid(line, field("mrsigner"), "isv_prod_id requires mrsigner".into()));
                 }
                 (None, None) => {
                     if e.min_isv_svn.is_some() {
@@ -373,9 +356,9 @@ impl Policy {
             }
             let mut statuses = Vec::new();
             for s in &e.accepted_tcb_statuses {
-                let st: TcbStatus = s.parse().map_err(|err| {
-                    invalid(line, field("accepted_tcb_statuses"), format!("{err}"))
-                })?;
+                let st: TcbStatus = s
+                    .parse()
+                    .map_err(|err| invalid(line, field("accepted_tcb_statuses"), format!("{err}")))?;
                 if st == TcbStatus::Revoked {
                     return Err(invalid(
                         line,
@@ -391,11 +374,7 @@ impl Policy {
                 if !keys.contains_key(k) {
                     return Err(invalid(
                         line,
-                        if *k == e.first_secret {
-                            field("first_secret")
-                        } else {
-                            field("keys")
-                        },
+                        if *k == e.first_secret { field("first_secret") } else { field("keys") },
                         format!("unknown key {k:?}; define it under [keys.{k}]"),
                     ));
                 }
@@ -408,10 +387,7 @@ impl Policy {
                 signer,
                 allow_debug: e.allow_debug,
                 accepted_tcb_statuses: statuses,
-                accepted_advisories: e
-                    .accepted_advisories
-                    .as_ref()
-                    .map(|v| v.iter().cloned().collect()),
+                accepted_advisories: e.accepted_advisories.as_ref().map(|v| v.iter().cloned().collect()),
                 first_secret: e.first_secret.clone(),
                 keys: granted,
             });
@@ -423,12 +399,7 @@ impl Policy {
                 "no [[enclave]] entries; nothing could ever be released".into(),
             ));
         }
-        let collateral = raw
-            .attestation
-            .collateral
-            .iter()
-            .map(|p| base.join(p))
-            .collect();
+        let collateral = raw.attestation.collateral.iter().map(|p| base.join(p)).collect();
         Ok(Self {
             insecure_allow_simulated: raw.attestation.insecure_allow_simulated,
             collateral,
@@ -488,10 +459,7 @@ impl Policy {
                 ));
             }
             if id.isv_svn < s.min_isv_svn {
-                return Err(format!(
-                    "ISV SVN {} below minimum {}",
-                    id.isv_svn, s.min_isv_svn
-                ));
+                return Err(format!("ISV SVN {} below minimum {}", id.isv_svn, s.min_isv_svn));
             }
         }
         if is_sim {
@@ -516,29 +484,17 @@ impl Policy {
         if st == TcbStatus::Revoked || !r.accepted_tcb_statuses.contains(&st) {
             reasons.push(format!(
                 "TCB status {st} not accepted (accepted: {})",
-                r.accepted_tcb_statuses
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                r.accepted_tcb_statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             ));
         }
         if let Some(acc) = &r.accepted_advisories {
-            let bad: Vec<&str> = ev
-                .advisory_ids()
-                .iter()
-                .filter(|a| !acc.contains(*a))
-                .map(String::as_str)
-                .collect();
+            let bad: Vec<&str> =
+                ev.advisory_ids().iter().filter(|a| !acc.contains(*a)).map(String::as_str).collect();
             if !bad.is_empty() {
                 reasons.push(format!("advisories not accepted: {}", bad.join(", ")));
             }
         }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(reasons.join(", "))
-        }
+        if reasons.is_empty() { Ok(()) } else { Err(reasons.join(", ")) }
     }
 }
 

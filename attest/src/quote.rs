@@ -16,9 +16,8 @@ pub const TDX_REPORT_BODY_LEN: usize = 584;
 /// Largest quote we accept, as Gramine does (bytes).
 pub const MAX_QUOTE_LEN: usize = 8192;
 /// Intel's QE vendor ID.
-pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
-    0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07,
-];
+pub const INTEL_QE_VENDOR_ID: [u8; 16] =
+    [0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07];
 /// TEE type value for SGX in a v4 header.
 pub const TEE_TYPE_SGX: u32 = 0x0000_0000;
 /// TEE type value for TDX in a v4 header.
@@ -67,9 +66,7 @@ pub enum QuoteError {
         tee_type: u32,
     },
     /// An unknown TEE type in a v4/v5 header.
-    #[error(
-        "quote version {version} has unknown TEE type {tee_type:#x}; only SGX (0x0) is accepted"
-    )]
+    #[error("quote version {version} has unknown TEE type {tee_type:#x}; only SGX (0x0) is accepted")]
     UnknownTeeType {
         /// Quote version.
         version: u16,
@@ -110,22 +107,14 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], QuoteError> {
-        let err = QuoteError::Truncated {
-            field,
-            offset: self.pos,
-            needed: n,
-            len: self.buf.len(),
-        };
+        let err = QuoteError::Truncated { field, offset: self.pos, needed: n, len: self.buf.len() };
         let end = self.pos.checked_add(n).ok_or(err.clone())?;
         let out = self.buf.get(self.pos..end).ok_or(err)?;
         self.pos = end;
         Ok(out)
     }
 
-    pub(crate) fn array<const N: usize>(
-        &mut self,
-        field: &'static str,
-    ) -> Result<[u8; N], QuoteError> {
+    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], QuoteError> {
         let s = self.take(N, field)?;
         let mut out = [0u8; N];
         out.copy_from_slice(s);
@@ -308,16 +297,10 @@ impl SgxQuote {
             4 | 5 => match header.tee_type {
                 TEE_TYPE_SGX => {}
                 TEE_TYPE_TDX => {
-                    return Err(QuoteError::Tdx {
-                        version: header.version,
-                        tee_type: header.tee_type,
-                    });
+                    return Err(QuoteError::Tdx { version: header.version, tee_type: header.tee_type });
                 }
                 other => {
-                    return Err(QuoteError::UnknownTeeType {
-                        version: header.version,
-                        tee_type: other,
-                    });
+                    return Err(QuoteError::UnknownTeeType { version: header.version, tee_type: other });
                 }
             },
             v => return Err(QuoteError::UnsupportedVersion(v)),
@@ -339,20 +322,14 @@ impl SgxQuote {
         let rest = r.take(r.remaining(), "signature data")?;
         // Trailing zero padding (a quote read from a larger buffer) is tolerated;
         // anything else that does not match the declared length is not.
-        let padded_ok = rest
-            .get(declared..)
-            .is_some_and(|pad| pad.iter().all(|b| *b == 0));
+        let padded_ok = rest.get(declared..).is_some_and(|pad| pad.iter().all(|b| *b == 0));
         if !padded_ok {
             return Err(QuoteError::SignatureLength {
                 declared: signature_data_len.into(),
                 available: rest.len(),
             });
         }
-        let q = Self {
-            header,
-            body,
-            signature_data_len,
-        };
+        let q = Self { header, body, signature_data_len };
         if q.len() > MAX_QUOTE_LEN {
             return Err(QuoteError::TooLarge(q.len()));
         }
@@ -384,15 +361,9 @@ mod tests {
         q.extend_from_slice(&[0u8; 100]);
         assert_eq!(SgxQuote::parse(&q).unwrap().len(), q.len() - 100);
         q.push(1);
-        assert!(matches!(
-            SgxQuote::parse(&q),
-            Err(QuoteError::SignatureLength { .. })
-        ));
+        assert!(matches!(SgxQuote::parse(&q), Err(QuoteError::SignatureLength { .. })));
         q[432] = 200;
-        assert!(matches!(
-            SgxQuote::parse(&q),
-            Err(QuoteError::SignatureLength { declared: 200, .. })
-        ));
+        assert!(matches!(SgxQuote::parse(&q), Err(QuoteError::SignatureLength { declared: 200, .. })));
     }
 
     #[test]
@@ -409,9 +380,6 @@ mod tests {
         q[0] = 4;
         q[2] = 2;
         q[4] = 0x81;
-        assert!(matches!(
-            SgxQuote::parse(&q),
-            Err(QuoteError::Tdx { tee_type: 0x81, .. })
-        ));
+        assert!(matches!(SgxQuote::parse(&q), Err(QuoteError::Tdx { tee_type: 0x81, .. })));
     }
 }

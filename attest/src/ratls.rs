@@ -32,9 +32,7 @@ use crate::dcap::VerifyError;
 use crate::evidence::{QuoteVerifier, VerifiedEvidence};
 
 /// Content bytes of the legacy Gramine OID, exactly as Gramine encodes them.
-pub const LEGACY_OID_CONTENT: [u8; 11] = [
-    0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF8, 0x4D, 0x8A, 0x39, 0x06,
-];
+pub const LEGACY_OID_CONTENT: [u8; 11] = [0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF8, 0x4D, 0x8A, 0x39, 0x06];
 /// Arcs of the legacy OID as it decodes (`0.6.9.42.840.113741.1337.6`).
 pub const LEGACY_OID_ARCS: [u64; 8] = [0, 6, 9, 42, 840, 113741, 1337, 6];
 /// Content bytes of the TCG DICE tagged-evidence OID `2.23.133.5.4.9`.
@@ -77,9 +75,7 @@ pub enum RaTlsError {
     #[error("TCG evidence has CBOR tag {0}, expected {CBOR_TAG_INTEL_QUOTE} (Intel TEE quote)")]
     UnknownTag(u64),
     /// Simulated evidence reached a verifier that does not accept it.
-    #[error(
-        "certificate carries SIMULATED-INSECURE evidence (CBOR tag {SIM_EVIDENCE_TAG:#x}); {0}"
-    )]
+    #[error("certificate carries SIMULATED-INSECURE evidence (CBOR tag {SIM_EVIDENCE_TAG:#x}); {0}")]
     SimulatedNotAccepted(&'static str),
     /// The legacy extension value has an impossible size.
     #[error("legacy RA-TLS quote has {0} bytes; Gramine accepts 128..=8192")]
@@ -186,30 +182,18 @@ const OID_P384: &str = "1.3.132.0.34";
 
 /// Parses an RA-TLS certificate and extracts its evidence. Nothing is verified.
 pub fn parse_certificate(der: &[u8]) -> Result<ParsedCertificate, RaTlsError> {
-    let (rest, cert) =
-        X509Certificate::from_der(der).map_err(|e| RaTlsError::CertParse(e.to_string()))?;
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| RaTlsError::CertParse(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(RaTlsError::CertParse(format!(
-            "{} trailing bytes after the certificate",
-            rest.len()
-        )));
+        return Err(RaTlsError::CertParse(format!("{} trailing bytes after the certificate", rest.len())));
     }
     let spki = cert.public_key();
     let alg = spki.algorithm.algorithm.to_id_string();
-    let param = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|o| o.to_id_string());
+    let param = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
     let curve = match (alg.as_str(), param.as_deref()) {
         (OID_EC_PUBLIC_KEY, Some(OID_P256)) => Curve::P256,
         (OID_EC_PUBLIC_KEY, Some(OID_P384)) => Curve::P384,
         _ => {
-            return Err(RaTlsError::UnsupportedKey(format!(
-                "{alg} {}",
-                param.unwrap_or_default()
-            )));
+            return Err(RaTlsError::UnsupportedKey(format!("{alg} {}", param.unwrap_or_default())));
         }
     };
     let mut tcg = None;
@@ -243,11 +227,7 @@ pub fn parse_certificate(der: &[u8]) -> Result<ParsedCertificate, RaTlsError> {
         spki_der: spki.raw.to_vec(),
         curve,
         subject: cert.subject().to_string(),
-        legacy_quote: if evidence.format() == EvidenceFormat::TcgDice {
-            legacy_quote
-        } else {
-            None
-        },
+        legacy_quote: if evidence.format() == EvidenceFormat::TcgDice { legacy_quote } else { None },
         evidence,
     })
 }
@@ -256,10 +236,7 @@ fn decode_one(bytes: &[u8]) -> Result<Value, String> {
     let mut cur = Cursor::new(bytes);
     let v: Value = ciborium::de::from_reader(&mut cur).map_err(|e| e.to_string())?;
     if cur.position() != bytes.len() as u64 {
-        return Err(format!(
-            "{} trailing bytes after the CBOR item",
-            bytes.len() as u64 - cur.position()
-        ));
+        return Err(format!("{} trailing bytes after the CBOR item", bytes.len() as u64 - cur.position()));
     }
     Ok(v)
 }
@@ -276,19 +253,11 @@ pub fn parse_tagged_evidence(value: &[u8]) -> Result<CertEvidence, RaTlsError> {
     let [Value::Bytes(first), Value::Bytes(claims)] = <[Value; 2]>::try_from(items)
         .map_err(|v| RaTlsError::Cbor(format!("array has {} items, expected 2", v.len())))?
     else {
-        return Err(RaTlsError::Cbor(
-            "array items are not two byte strings".into(),
-        ));
+        return Err(RaTlsError::Cbor("array items are not two byte strings".into()));
     };
     match tag {
-        CBOR_TAG_INTEL_QUOTE => Ok(CertEvidence::TcgDice {
-            quote: first,
-            claims,
-        }),
-        SIM_EVIDENCE_TAG => Ok(CertEvidence::Simulated {
-            report: first,
-            claims,
-        }),
+        CBOR_TAG_INTEL_QUOTE => Ok(CertEvidence::TcgDice { quote: first, claims }),
+        SIM_EVIDENCE_TAG => Ok(CertEvidence::Simulated { report: first, claims }),
         other => Err(RaTlsError::UnknownTag(other)),
     }
 }
@@ -304,24 +273,18 @@ pub fn claims_pubkey_hash(claims: &[u8]) -> Result<(u64, Vec<u8>), RaTlsError> {
         .find_map(|(k, v)| (k.as_text() == Some(CLAIM_PUBKEY_HASH)).then_some(v))
         .ok_or_else(|| RaTlsError::Claims("no \"pubkey-hash\" entry".into()))?;
     let Value::Bytes(inner) = value else {
-        return Err(RaTlsError::Claims(
-            "\"pubkey-hash\" is not a byte string".into(),
-        ));
+        return Err(RaTlsError::Claims("\"pubkey-hash\" is not a byte string".into()));
     };
     let Value::Array(pair) = decode_one(&inner).map_err(RaTlsError::Claims)? else {
-        return Err(RaTlsError::Claims(
-            "\"pubkey-hash\" is not a serialized array".into(),
-        ));
+        return Err(RaTlsError::Claims("\"pubkey-hash\" is not a serialized array".into()));
     };
     match pair.as_slice() {
         [Value::Integer(alg), Value::Bytes(h)] => {
-            let alg = u64::try_from(*alg)
-                .map_err(|_| RaTlsError::Claims("negative hash algorithm id".into()))?;
+            let alg =
+                u64::try_from(*alg).map_err(|_| RaTlsError::Claims("negative hash algorithm id".into()))?;
             Ok((alg, h.clone()))
         }
-        _ => Err(RaTlsError::Claims(
-            "\"pubkey-hash\" is not [alg-id, hash]".into(),
-        )),
+        _ => Err(RaTlsError::Claims("\"pubkey-hash\" is not [alg-id, hash]".into())),
     }
 }
 
@@ -331,9 +294,7 @@ fn hash_with(alg: u64, data: &[u8]) -> Result<Vec<u8>, RaTlsError> {
         7 => Sha384::digest(data).to_vec(),
         8 => Sha512::digest(data).to_vec(),
         other => {
-            return Err(RaTlsError::Claims(format!(
-                "unsupported hash algorithm id {other} (1, 7 or 8)"
-            )));
+            return Err(RaTlsError::Claims(format!("unsupported hash algorithm id {other} (1, 7 or 8)")));
         }
     })
 }
@@ -342,11 +303,7 @@ fn expect_report_data(which: &'static str, rd: &[u8; 64], hash32: &[u8]) -> Resu
     let mut expected = [0u8; 64];
     expected[..32].copy_from_slice(hash32);
     if rd != &expected {
-        return Err(RaTlsError::Binding {
-            which,
-            expected: hex::encode(expected),
-            found: hex::encode(rd),
-        });
+        return Err(RaTlsError::Binding { which, expected: hex::encode(expected), found: hex::encode(rd) });
     }
     Ok(())
 }
@@ -357,11 +314,7 @@ pub fn check_claims_binding(
     claims: &[u8],
     report_data: &[u8; 64],
 ) -> Result<(), RaTlsError> {
-    expect_report_data(
-        "REPORTDATA = SHA-256(claims)",
-        report_data,
-        &Sha256::digest(claims),
-    )?;
+    expect_report_data("REPORTDATA = SHA-256(claims)", report_data, &Sha256::digest(claims))?;
     let (alg, h) = claims_pubkey_hash(claims)?;
     let want = hash_with(alg, spki_der)?;
     if want != h {
@@ -376,11 +329,7 @@ pub fn check_claims_binding(
 
 /// Checks the legacy binding: REPORTDATA = SHA-256(SPKI DER) ‖ zeros.
 pub fn check_legacy_binding(spki_der: &[u8], report_data: &[u8; 64]) -> Result<(), RaTlsError> {
-    expect_report_data(
-        "REPORTDATA = SHA-256(SPKI)",
-        report_data,
-        &Sha256::digest(spki_der),
-    )
+    expect_report_data("REPORTDATA = SHA-256(SPKI)", report_data, &Sha256::digest(spki_der))
 }
 
 /// Verifies simulated reports. Implemented by `sim::SimVerifier`; exists only
@@ -388,11 +337,7 @@ pub fn check_legacy_binding(spki_der: &[u8], report_data: &[u8; 64]) -> Result<(
 #[cfg(feature = "insecure-sim")]
 pub trait SimulatedEvidenceVerifier: Send + Sync {
     /// Verifies a simulated report at `now`.
-    fn verify_simulated(
-        &self,
-        report: &[u8],
-        now: UnixTime,
-    ) -> Result<VerifiedEvidence, VerifyError>;
+    fn verify_simulated(&self, report: &[u8], now: UnixTime) -> Result<VerifiedEvidence, VerifyError>;
 }
 
 /// Verifies RA-TLS certificates: extract, verify the quote, check the binding.
@@ -487,9 +432,7 @@ pub struct RaTlsCertificate {
 
 impl std::fmt::Debug for RaTlsCertificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaTlsCertificate")
-            .field("cert_len", &self.cert.len())
-            .finish_non_exhaustive()
+        f.debug_struct("RaTlsCertificate").field("cert_len", &self.cert.len()).finish_non_exhaustive()
     }
 }
 
@@ -502,16 +445,10 @@ impl RaTlsCertificate {
 
 /// Builds the claims map `{"pubkey-hash": bstr(CBOR [1, SHA-256(spki)])}` exactly as Gramine does.
 pub fn build_claims(spki_der: &[u8]) -> Result<Vec<u8>, RaTlsError> {
-    let pair = Value::Array(vec![
-        Value::Integer(1.into()),
-        Value::Bytes(Sha256::digest(spki_der).to_vec()),
-    ]);
+    let pair = Value::Array(vec![Value::Integer(1.into()), Value::Bytes(Sha256::digest(spki_der).to_vec())]);
     let mut inner = Vec::new();
     ciborium::ser::into_writer(&pair, &mut inner).map_err(|e| RaTlsError::Build(e.to_string()))?;
-    let map = Value::Map(vec![(
-        Value::Text(CLAIM_PUBKEY_HASH.into()),
-        Value::Bytes(inner),
-    )]);
+    let map = Value::Map(vec![(Value::Text(CLAIM_PUBKEY_HASH.into()), Value::Bytes(inner))]);
     let mut out = Vec::new();
     ciborium::ser::into_writer(&map, &mut out).map_err(|e| RaTlsError::Build(e.to_string()))?;
     Ok(out)
@@ -521,10 +458,7 @@ pub fn build_claims(spki_der: &[u8]) -> Result<Vec<u8>, RaTlsError> {
 pub fn build_tagged_evidence(tag: u64, first: &[u8], claims: &[u8]) -> Result<Vec<u8>, RaTlsError> {
     let v = Value::Tag(
         tag,
-        Box::new(Value::Array(vec![
-            Value::Bytes(first.to_vec()),
-            Value::Bytes(claims.to_vec()),
-        ])),
+        Box::new(Value::Array(vec![Value::Bytes(first.to_vec()), Value::Bytes(claims.to_vec())])),
     );
     let mut out = Vec::new();
     ciborium::ser::into_writer(&v, &mut out).map_err(|e| RaTlsError::Build(e.to_string()))?;
@@ -542,13 +476,8 @@ fn report_data_for(hash32: &[u8]) -> [u8; 64] {
 /// For SGX evidence both extensions are emitted, as Gramine ≥ 1.8 does (two
 /// quotes with different REPORTDATA). Simulated evidence uses only the TCG
 /// extension with [`SIM_EVIDENCE_TAG`] and the subject CN [`SIM_CN`].
-pub fn build_certificate(
-    attester: &dyn Attester,
-    curve: Curve,
-) -> Result<RaTlsCertificate, RaTlsError> {
-    use rcgen::{
-        CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa, KeyPair, SerialNumber,
-    };
+pub fn build_certificate(attester: &dyn Attester, curve: Curve) -> Result<RaTlsCertificate, RaTlsError> {
+    use rcgen::{CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa, KeyPair, SerialNumber};
     let alg = match curve {
         Curve::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         Curve::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -572,10 +501,7 @@ pub fn build_certificate(
                 build_tagged_evidence(CBOR_TAG_INTEL_QUOTE, &q_tcg, &claims)?,
             ));
             let q_legacy = attester.attest(&report_data_for(&Sha256::digest(&spki)))?;
-            exts.push(CustomExtension::from_oid_content(
-                &LEGACY_OID_ARCS,
-                q_legacy,
-            ));
+            exts.push(CustomExtension::from_oid_content(&LEGACY_OID_ARCS, q_legacy));
         }
         EvidenceKind::Simulated => {
             dn.push(DnType::CommonName, SIM_CN);
@@ -594,11 +520,6 @@ pub fn build_certificate(
     params.serial_number = Some(SerialNumber::from(vec![1u8]));
     params.is_ca = IsCa::ExplicitNoCa;
     params.custom_extensions = exts;
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| RaTlsError::Build(e.to_string()))?;
-    Ok(RaTlsCertificate {
-        cert: cert.der().clone(),
-        key: PrivatePkcs8KeyDer::from(key.serialize_der()),
-    })
+    let cert = params.self_signed(&key).map_err(|e| RaTlsError::Build(e.to_string()))?;
+    Ok(RaTlsCertificate { cert: cert.der().clone(), key: PrivatePkcs8KeyDer::from(key.serialize_der()) })
 }

@@ -140,14 +140,12 @@ struct RaTlsClientVerifier {
 
 impl std::fmt::Debug for RaTlsClientVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaTlsClientVerifier")
-            .finish_non_exhaustive()
+        f.debug_struct("RaTlsClientVerifier").finish_non_exhaustive()
     }
 }
 
 fn peer() -> String {
-    PEER.try_with(|p| p.to_string())
-        .unwrap_or_else(|_| "?".into())
+    PEER.try_with(|p| p.to_string()).unwrap_or_else(|_| "?".into())
 }
 
 fn refuse() -> rustls::Error {
@@ -241,9 +239,7 @@ impl ClientCertVerifier for RaTlsClientVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -258,9 +254,7 @@ pub struct KeyServer {
 
 impl std::fmt::Debug for KeyServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyServer")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyServer").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -291,12 +285,7 @@ impl KeyServer {
         cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         cfg.send_tls13_tickets = 0;
         let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-        Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(cfg)),
-            decisions,
-            limits,
-            slots,
-        })
+        Ok(Self { acceptor: TlsAcceptor::from(Arc::new(cfg)), decisions, limits, slots })
     }
 
     /// Serves connections from `listener` forever.
@@ -331,22 +320,16 @@ impl KeyServer {
     async fn handle(&self, stream: TcpStream) -> Result<(), ConnectionError> {
         let _ = stream.set_nodelay(true);
         let lim = &self.limits;
-        let mut tls =
-            match tokio::time::timeout(lim.handshake_timeout, self.acceptor.accept(stream)).await {
-                Err(_) => return Err(ConnectionError::HandshakeTimeout(lim.handshake_timeout)),
-                Ok(Err(e)) => return Err(ConnectionError::Handshake(e)),
-                Ok(Ok(s)) => s,
-            };
+        let mut tls = match tokio::time::timeout(lim.handshake_timeout, self.acceptor.accept(stream)).await {
+            Err(_) => return Err(ConnectionError::HandshakeTimeout(lim.handshake_timeout)),
+            Ok(Err(e)) => return Err(ConnectionError::Handshake(e)),
+            Ok(Ok(s)) => s,
+        };
         let grant = {
             let (_, conn) = tls.get_ref();
-            let cert = conn
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .ok_or(ConnectionError::NoDecision)?;
+            let cert = conn.peer_certificates().and_then(|c| c.first()).ok_or(ConnectionError::NoDecision)?;
             let key: [u8; 32] = Sha256::digest(cert.as_ref()).into();
-            self.decisions
-                .get(&key)
-                .ok_or(ConnectionError::NoDecision)?
+            self.decisions.get(&key).ok_or(ConnectionError::NoDecision)?
         };
         let mut req = [0u8; 35];
         read_exact_timeout(&mut tls, &mut req, lim.read_timeout).await?;
@@ -366,18 +349,13 @@ impl KeyServer {
                 return Ok(());
             }
             if &prefix != wire::KEY_REQUEST {
-                return Err(ConnectionError::Protocol(
-                    "unexpected message after the first secret".into(),
-                ));
+                return Err(ConnectionError::Protocol("unexpected message after the first secret".into()));
             }
             let mut len = [0u8; 4];
             read_exact_timeout(&mut tls, &mut len, lim.read_timeout).await?;
             let len = u32::from_be_bytes(len);
             if len == 0 || len > wire::MAX_KEY_NAME_LEN {
-                let reason = format!(
-                    "key name length {len} not in 1..={}",
-                    wire::MAX_KEY_NAME_LEN
-                );
+                let reason = format!("key name length {len} not in 1..={}", wire::MAX_KEY_NAME_LEN);
                 warn!(peer = %peer(), %reason, "refused key request");
                 tls.write_all(&wire::encode_denied(&reason)).await?;
                 let _ = tls.shutdown().await;
@@ -401,10 +379,7 @@ impl KeyServer {
             tls.flush().await?;
         }
         let _ = tls.shutdown().await;
-        Err(ConnectionError::Protocol(format!(
-            "more than {} key requests",
-            lim.max_key_requests
-        )))
+        Err(ConnectionError::Protocol(format!("more than {} key requests", lim.max_key_requests)))
     }
 }
 

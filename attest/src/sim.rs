@@ -43,30 +43,12 @@ impl SimAttester {
 pub fn encode_report(id: &EnclaveIdentity, report_data: &[u8; 64]) -> Vec<u8> {
     let map = Value::Map(vec![
         (Value::Text("tee".into()), Value::Text(SIM_TEE_NAME.into())),
-        (
-            Value::Text("mrenclave".into()),
-            Value::Bytes(id.mrenclave.to_vec()),
-        ),
-        (
-            Value::Text("mrsigner".into()),
-            Value::Bytes(id.mrsigner.to_vec()),
-        ),
-        (
-            Value::Text("isv_prod_id".into()),
-            Value::Integer(id.isv_prod_id.into()),
-        ),
-        (
-            Value::Text("isv_svn".into()),
-            Value::Integer(id.isv_svn.into()),
-        ),
-        (
-            Value::Text("attributes".into()),
-            Value::Bytes(id.attributes.to_vec()),
-        ),
-        (
-            Value::Text("report_data".into()),
-            Value::Bytes(report_data.to_vec()),
-        ),
+        (Value::Text("mrenclave".into()), Value::Bytes(id.mrenclave.to_vec())),
+        (Value::Text("mrsigner".into()), Value::Bytes(id.mrsigner.to_vec())),
+        (Value::Text("isv_prod_id".into()), Value::Integer(id.isv_prod_id.into())),
+        (Value::Text("isv_svn".into()), Value::Integer(id.isv_svn.into())),
+        (Value::Text("attributes".into()), Value::Bytes(id.attributes.to_vec())),
+        (Value::Text("report_data".into()), Value::Bytes(report_data.to_vec())),
     ]);
     let mut out = Vec::new();
     // Writing a Value into a Vec cannot fail.
@@ -105,31 +87,19 @@ fn get<'a>(m: &'a [(Value, Value)], k: &str) -> Result<&'a Value, VerifyError> {
 }
 
 fn bytes<const N: usize>(m: &[(Value, Value)], k: &str) -> Result<[u8; N], VerifyError> {
-    let v = get(m, k)?
-        .as_bytes()
-        .ok_or_else(|| bad(format!("{k:?} is not a byte string")))?;
-    <[u8; N]>::try_from(v.as_slice())
-        .map_err(|_| bad(format!("{k:?} has {} bytes, expected {N}", v.len())))
+    let v = get(m, k)?.as_bytes().ok_or_else(|| bad(format!("{k:?} is not a byte string")))?;
+    <[u8; N]>::try_from(v.as_slice()).map_err(|_| bad(format!("{k:?} has {} bytes, expected {N}", v.len())))
 }
 
 fn uint16(m: &[(Value, Value)], k: &str) -> Result<u16, VerifyError> {
-    let v = get(m, k)?
-        .as_integer()
-        .ok_or_else(|| bad(format!("{k:?} is not an integer")))?;
+    let v = get(m, k)?.as_integer().ok_or_else(|| bad(format!("{k:?} is not an integer")))?;
     u16::try_from(v).map_err(|_| bad(format!("{k:?} is out of range for u16")))
 }
 
 impl SimulatedEvidenceVerifier for SimVerifier {
-    fn verify_simulated(
-        &self,
-        report: &[u8],
-        now: UnixTime,
-    ) -> Result<VerifiedEvidence, VerifyError> {
-        let v: Value =
-            ciborium::de::from_reader(report).map_err(|e| bad(format!("not CBOR: {e}")))?;
-        let m = v
-            .as_map()
-            .ok_or_else(|| bad("simulated report is not a CBOR map"))?;
+    fn verify_simulated(&self, report: &[u8], now: UnixTime) -> Result<VerifiedEvidence, VerifyError> {
+        let v: Value = ciborium::de::from_reader(report).map_err(|e| bad(format!("not CBOR: {e}")))?;
+        let m = v.as_map().ok_or_else(|| bad("simulated report is not a CBOR map"))?;
         if get(m, "tee")?.as_text() != Some(SIM_TEE_NAME) {
             return Err(bad(format!("\"tee\" is not {SIM_TEE_NAME:?}")));
         }

@@ -44,11 +44,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Loads all certificates from a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |reason: String| TlsError::Pem {
-        what: "certificate file",
-        path: path.to_path_buf(),
-        reason,
-    };
+    let err = |reason: String| TlsError::Pem { what: "certificate file", path: path.to_path_buf(), reason };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -83,16 +79,9 @@ pub struct InitTlsFiles {
 
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let werr = |source| TlsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(werr)?;
+    let werr = |source| TlsError::Write { path: path.to_path_buf(), source };
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(werr)?;
     f.write_all(data).map_err(werr)?;
     f.sync_all().map_err(werr)
 }
@@ -102,57 +91,38 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
 /// Existing files are never overwritten.
 pub fn init_tls(dir: &Path) -> Result<InitTlsFiles, TlsError> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        SanType,
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
     };
     let cfg = |e: rcgen::Error| TlsError::Config(e.to_string());
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
     let files = InitTlsFiles {
         ca_cert: dir.join("ca.pem"),
         ca_key: dir.join("ca-key.pem"),
         server_cert: dir.join("server.pem"),
         server_key: dir.join("server-key.pem"),
     };
-    for p in [
-        &files.ca_cert,
-        &files.ca_key,
-        &files.server_cert,
-        &files.server_key,
-    ] {
+    for p in [&files.ca_cert, &files.ca_key, &files.server_cert, &files.server_key] {
         if p.exists() {
             return Err(TlsError::Write {
                 path: p.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "refusing to overwrite",
-                ),
+                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite"),
             });
         }
     }
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cfg)?;
     let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "pfs keyserver development CA");
+    ca.distinguished_name.push(DnType::CommonName, "pfs keyserver development CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca.self_signed(&ca_key).map_err(cfg)?;
     let srv_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cfg)?;
     let mut srv = CertificateParams::new(vec!["localhost".to_string()]).map_err(cfg)?;
     srv.distinguished_name.push(DnType::CommonName, "localhost");
-    srv.subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    srv.subject_alt_names
-        .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+    srv.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+    srv.subject_alt_names.push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
     let issuer = Issuer::new(ca, ca_key);
     let srv_cert = srv.signed_by(&srv_key, &issuer).map_err(cfg)?;
-    write_new(
-        &files.ca_key,
-        issuer.key().serialize_pem().as_bytes(),
-        0o600,
-    )?;
+    write_new(&files.ca_key, issuer.key().serialize_pem().as_bytes(), 0o600)?;
     write_new(&files.ca_cert, ca_cert.pem().as_bytes(), 0o644)?;
     write_new(&files.server_key, srv_key.serialize_pem().as_bytes(), 0o600)?;
     write_new(&files.server_cert, srv_cert.pem().as_bytes(), 0o644)?;

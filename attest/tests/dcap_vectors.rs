@@ -14,10 +14,7 @@ fn check_against(set: &str, quote_file: &str, quote_key: &str) {
     let ev = v
         .verify(&read(&format!("{set}/{quote_file}")), unix_time(t))
         .unwrap_or_else(|e| panic!("{set}/{quote_file} must verify: {e}"));
-    assert_eq!(
-        ev.tcb_status().as_str(),
-        exp["expected"]["tcb_status"].as_str().unwrap()
-    );
+    assert_eq!(ev.tcb_status().as_str(), exp["expected"]["tcb_status"].as_str().unwrap());
     let adv: Vec<String> = exp["expected"]["advisory_ids"]
         .as_array()
         .unwrap()
@@ -35,14 +32,8 @@ fn check_against(set: &str, quote_file: &str, quote_key: &str) {
     assert_eq!(u64::from(s.isv_svn), q["isv_svn"].as_u64().unwrap());
     assert_eq!(s.debug, q["debug"].as_bool().unwrap());
     assert_eq!(s.report_data, q["report_data"].as_str().unwrap());
-    let flags = u64::from_str_radix(
-        q["attributes_flags"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("0x"),
-        16,
-    )
-    .unwrap();
+    let flags =
+        u64::from_str_radix(q["attributes_flags"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     assert_eq!(ev.identity().attribute_flags(), flags);
     assert_eq!(s.tee, "sgx-dcap");
 }
@@ -71,17 +62,10 @@ fn outside_time_window_fails() {
         let v = DcapVerifier::new(vec![collateral(set)]);
         let q = read(&format!("{set}/{file}"));
         for t in [from - 1, until + 1] {
-            let err = v
-                .verify(&q, unix_time(t))
-                .expect_err("must fail outside the window");
-            assert!(
-                matches!(err, VerifyError::Dcap { now, .. } if now == t),
-                "{set} at {t}: {err}"
-            );
+            let err = v.verify(&q, unix_time(t)).expect_err("must fail outside the window");
+            assert!(matches!(err, VerifyError::Dcap { now, .. } if now == t), "{set} at {t}: {err}");
         }
-        assert!(
-            v.verify(&q, unix_time(from)).is_ok() || v.verify(&q, unix_time(from + 60)).is_ok()
-        );
+        assert!(v.verify(&q, unix_time(from)).is_ok() || v.verify(&q, unix_time(from + 60)).is_ok());
     }
 }
 
@@ -96,10 +80,7 @@ fn flipped_bits_fail() {
         let mut bad = q.clone();
         bad[off] ^= 0x01;
         let err = v.verify(&bad, t).expect_err("flipped bit must fail");
-        assert!(
-            matches!(err, VerifyError::Dcap { .. }),
-            "offset {off}: {err}"
-        );
+        assert!(matches!(err, VerifyError::Dcap { .. }), "offset {off}: {err}");
     }
 }
 
@@ -108,19 +89,8 @@ fn tdx_is_rejected_as_not_sgx() {
     let exp = expected("tdx-v4");
     let t = unix_time(exp["verification_time_unix"].as_u64().unwrap());
     let v = DcapVerifier::new(vec![collateral("tdx-v4")]);
-    let err = v
-        .verify(&read("tdx-v4/quote.bin"), t)
-        .expect_err("TDX must be rejected");
-    assert!(
-        matches!(
-            err,
-            VerifyError::Quote(QuoteError::Tdx {
-                version: 4,
-                tee_type: 0x81
-            })
-        ),
-        "{err}"
-    );
+    let err = v.verify(&read("tdx-v4/quote.bin"), t).expect_err("TDX must be rejected");
+    assert!(matches!(err, VerifyError::Quote(QuoteError::Tdx { version: 4, tee_type: 0x81 })), "{err}");
     assert!(err.to_string().contains("TDX"));
     assert!(err.to_string().contains("not SGX"));
 }
@@ -131,10 +101,7 @@ fn wrong_collateral_fails() {
     let t = unix_time(exp["verification_time_unix"].as_u64().unwrap());
     let v = DcapVerifier::new(vec![collateral("gramine-ratls")]);
     assert!(v.verify(&read("phala-sgx-v3/quote.bin"), t).is_err());
-    let v = DcapVerifier::new(vec![
-        collateral("gramine-ratls"),
-        collateral("phala-sgx-v3"),
-    ]);
+    let v = DcapVerifier::new(vec![collateral("gramine-ratls"), collateral("phala-sgx-v3")]);
     assert!(v.verify(&read("phala-sgx-v3/quote.bin"), t).is_ok());
 }
 
@@ -173,10 +140,7 @@ fn zero_padded_quote_verifies_and_random_mutations_never_panic() {
                 ev.summary().mrenclave,
                 "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
             );
-            assert!(
-                pos >= 432,
-                "mutation at {pos} inside the signed body was accepted"
-            );
+            assert!(pos >= 432, "mutation at {pos} inside the signed body was accepted");
         }
     }
 }

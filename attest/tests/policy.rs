@@ -6,9 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use attest::dcap::unix_time;
-use attest::{
-    DcapVerifier, KeyReleasePolicy, Policy, PolicyError, RaTlsVerifier, VerifiedEvidence,
-};
+use attest::{DcapVerifier, KeyReleasePolicy, Policy, PolicyError, RaTlsVerifier, VerifiedEvidence};
 use common::{collateral, expected, read};
 
 const MRE: &str = "0866e7ca11b9f4efe4bf39b2607f4e1299f111920d96d95719080f01b62b7585";
@@ -29,17 +27,9 @@ fn load(d: &Path, body: &str) -> Result<Policy, PolicyError> {
 }
 
 fn gramine_evidence() -> VerifiedEvidence {
-    let t = unix_time(
-        expected("gramine-ratls")["verification_time_unix"]
-            .as_u64()
-            .unwrap(),
-    );
-    let v = RaTlsVerifier::new(Arc::new(DcapVerifier::new(vec![collateral(
-        "gramine-ratls",
-    )])));
-    v.verify_certificate(&read("gramine-ratls/ratls-cert.der"), t)
-        .unwrap()
-        .0
+    let t = unix_time(expected("gramine-ratls")["verification_time_unix"].as_u64().unwrap());
+    let v = RaTlsVerifier::new(Arc::new(DcapVerifier::new(vec![collateral("gramine-ratls")])));
+    v.verify_certificate(&read("gramine-ratls/ratls-cert.der"), t).unwrap().0
 }
 
 #[test]
@@ -73,7 +63,9 @@ fn gramine_cert_accepted_with_debug_and_outofdate() {
     // Debug allowed but OutOfDate not: refused.
     let p = load(
         d.path(),
-        &format!("[[enclave]]\nname = \"e\"\nmrenclave = \"{MRE}\"\nallow_debug = true\nfirst_secret = \"model\"\n"),
+        &format!(
+            "[[enclave]]\nname = \"e\"\nmrenclave = \"{MRE}\"\nallow_debug = true\nfirst_secret = \"model\"\n"
+        ),
     )
     .unwrap();
     assert!(p.release(&gramine_evidence()).is_err());
@@ -85,32 +77,14 @@ fn signer_rule_and_advisories() {
     let base = format!(
         "[[enclave]]\nname = \"s\"\nmrsigner = \"{MRS}\"\nisv_prod_id = 0\nallow_debug = true\naccepted_tcb_statuses = [\"OutOfDate\"]\nfirst_secret = \"model\"\n"
     );
-    assert!(
-        load(d.path(), &base)
-            .unwrap()
-            .release(&gramine_evidence())
-            .is_ok()
-    );
+    assert!(load(d.path(), &base).unwrap().release(&gramine_evidence()).is_ok());
     let svn = base.replace("isv_prod_id = 0", "isv_prod_id = 0\nmin_isv_svn = 1");
-    let msg = load(d.path(), &svn)
-        .unwrap()
-        .release(&gramine_evidence())
-        .unwrap_err()
-        .to_string();
+    let msg = load(d.path(), &svn).unwrap().release(&gramine_evidence()).unwrap_err().to_string();
     assert!(msg.contains("ISV SVN 0 below minimum 1"), "{msg}");
     let prod = base.replace("isv_prod_id = 0", "isv_prod_id = 9");
-    assert!(
-        load(d.path(), &prod)
-            .unwrap()
-            .release(&gramine_evidence())
-            .is_err()
-    );
+    assert!(load(d.path(), &prod).unwrap().release(&gramine_evidence()).is_err());
     let adv = format!("{base}accepted_advisories = [\"INTEL-SA-00586\"]\n");
-    let msg = load(d.path(), &adv)
-        .unwrap()
-        .release(&gramine_evidence())
-        .unwrap_err()
-        .to_string();
+    let msg = load(d.path(), &adv).unwrap().release(&gramine_evidence()).unwrap_err().to_string();
     assert!(msg.contains("INTEL-SA-00960"), "{msg}");
 }
 
@@ -142,18 +116,8 @@ fn phala_accepted_only_with_config_and_sw_hardening() {
             "[[enclave]]\nname = \"p\"\nmrenclave = \"{mre}\"\naccepted_tcb_statuses = [{st}]\nfirst_secret = \"model\"\n"
         )
     };
-    assert!(
-        load(d.path(), &entry("\"UpToDate\""))
-            .unwrap()
-            .release(&ev)
-            .is_err()
-    );
-    assert!(
-        load(d.path(), &entry("\"ConfigurationAndSWHardeningNeeded\""))
-            .unwrap()
-            .release(&ev)
-            .is_ok()
-    );
+    assert!(load(d.path(), &entry("\"UpToDate\"")).unwrap().release(&ev).is_err());
+    assert!(load(d.path(), &entry("\"ConfigurationAndSWHardeningNeeded\"")).unwrap().release(&ev).is_ok());
 }
 
 fn invalid_line(e: PolicyError) -> (usize, String) {
@@ -167,30 +131,18 @@ fn invalid_line(e: PolicyError) -> (usize, String) {
 fn load_errors_name_line_and_field() {
     let d = dir_with_keys();
     // KEYS is 4 lines; the entry starts on line 5.
-    let e = load(
-        d.path(),
-        "[[enclave]]\nname = \"any\"\nallow_debug = true\nfirst_secret = \"model\"\n",
-    )
-    .unwrap_err();
-    assert!(
-        e.to_string().contains("any MRENCLAVE and any MRSIGNER"),
-        "{e}"
-    );
+    let e = load(d.path(), "[[enclave]]\nname = \"any\"\nallow_debug = true\nfirst_secret = \"model\"\n")
+        .unwrap_err();
+    assert!(e.to_string().contains("any MRENCLAVE and any MRSIGNER"), "{e}");
     assert_eq!(invalid_line(e), (5, "enclave[0].mrenclave".into()));
 
-    let e = load(
-        d.path(),
-        "[[enclave]]\nname = \"x\"\nmrenclave = \"abc\"\nfirst_secret = \"model\"\n",
-    )
-    .unwrap_err();
+    let e = load(d.path(), "[[enclave]]\nname = \"x\"\nmrenclave = \"abc\"\nfirst_secret = \"model\"\n")
+        .unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("line 7") && msg.contains("64 hex"), "{msg}");
 
-    let e = load(
-        d.path(),
-        "[[enclave]]\nname = \"x\"\nmrenclav = \"abc\"\nfirst_secret = \"model\"\n",
-    )
-    .unwrap_err();
+    let e = load(d.path(), "[[enclave]]\nname = \"x\"\nmrenclav = \"abc\"\nfirst_secret = \"model\"\n")
+        .unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("line 7") && msg.contains("mrenclav"), "{msg}");
 
@@ -258,9 +210,7 @@ fn policy_refuses_simulated_without_flag_even_for_simulated_entries() {
     let cert = build_certificate(&SimAttester::dangerous_new(id), Curve::P256).unwrap();
     let v = RaTlsVerifier::new(Arc::new(DcapVerifier::new(vec![])))
         .dangerous_with_simulated(Arc::new(SimVerifier::dangerous_new()));
-    let (ev, _) = v
-        .verify_certificate(cert.cert.as_ref(), unix_time(1))
-        .unwrap();
+    let (ev, _) = v.verify_certificate(cert.cert.as_ref(), unix_time(1)).unwrap();
     let d = dir_with_keys();
     let entry = format!(
         "[[enclave]]\nname = \"s\"\ntee = \"simulated\"\nmrenclave = \"{MRE}\"\nfirst_secret = \"model\"\n"
@@ -285,10 +235,5 @@ fn policy_refuses_simulated_without_flag_even_for_simulated_entries() {
         d.path(),
     )
     .unwrap();
-    assert!(
-        sgx.release(&ev)
-            .unwrap_err()
-            .to_string()
-            .contains("evidence is simulated")
-    );
+    assert!(sgx.release(&ev).unwrap_err().to_string().contains("evidence is simulated"));
 }

@@ -279,6 +279,26 @@ impl NodeStore for MemStore {
         Ok(())
     }
 
+    fn write_nodes_from(&mut self, first: PhysicalNode, nodes: &[&[u8; NODE_SIZE]]) -> io::Result<()> {
+        let mut bytes = self.lock();
+        let start = usize::try_from(node_offset(first)?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large for memory"))?;
+        if bytes.len() < start {
+            bytes.resize(start, 0);
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let at = start + i * NODE_SIZE;
+            if at < bytes.len() {
+                let overlap = (bytes.len() - at).min(NODE_SIZE);
+                bytes[at..at + overlap].copy_from_slice(&node[..overlap]);
+                bytes.extend_from_slice(&node[overlap..]);
+            } else {
+                bytes.extend_from_slice(&node[..]);
+            }
+        }
+        Ok(())
+    }
+
     fn set_node_count(&mut self, nodes: u64) -> io::Result<()> {
         let len = usize::try_from(node_offset(PhysicalNode(nodes))?)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large for memory"))?;

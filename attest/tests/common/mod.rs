@@ -33,8 +33,7 @@ pub fn expected(set: &str) -> serde_json::Value {
 }
 
 pub fn collateral(set: &str) -> attest::Collateral {
-    attest::Collateral::from_file(&vectors().join(set).join("collateral.json"))
-        .expect("collateral parses")
+    attest::Collateral::from_file(&vectors().join(set).join("collateral.json")).expect("collateral parses")
 }
 
 /// Simulated identities and an in-process key server on loopback.
@@ -77,11 +76,7 @@ pub mod sim {
 
     /// Writes `keys` (file name, bytes) and `policy` into a temp dir, runs
     /// `init_tls`, and starts a key server on 127.0.0.1 with `limits`.
-    pub async fn start_keyserver(
-        policy: &str,
-        keys: &[(&str, [u8; 16])],
-        limits: Limits,
-    ) -> Fixture {
+    pub async fn start_keyserver(policy: &str, keys: &[(&str, [u8; 16])], limits: Limits) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for (name, bytes) in keys {
