@@ -1,0 +1,722 @@
+//! `pfs run`: the launcher of the simulated TEE.
+//!
+//! [`enter_namespace`] must run while the process has a single thread (before any
+//! runtime, logger or FUSE server starts): it unshares a private mount namespace (plus a
+//! user namespace when not root) and makes every mount private. [`Launcher::run`] then
+//! builds the app's view (see [`view`]), takes keys from `fs.insecure__keys` or a
+//! [`KeyProvider`], forks, and in the child sets `PR_SET_PDEATHSIG(SIGKILL)`, chroots into
+//! the view, changes to `fs.start_dir` and executes the entrypoint with the manifest's argv
+//! and environment. The parent waits, tears the view down (also when the program crashed or
+//! was killed) and returns the program's status. Mounts live only in the private namespace,
+//! so none can remain on the host even if the launcher itself is killed.
+//!
+//! Encrypted mounts and key provisioning are seams: [`EncryptedMounter`] (implemented by
+//! the pfs-fuse integration) and [`KeyProvider`] (implemented by the attest client).
+
+mod view;
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+use crate::exit;
+use crate::manifest::{ArgvSource, EnvValue, LoadError, LogLevel, Manifest, Mode};
+use crate::measure::{SimMeasurement, measure};
+pub use crate::sys::WaitOutcome;
+use crate::sys::{self, ChildStage, ExecPlan, Spawned};
+
+/// The line printed when `pfs run` starts.
+pub const SIMULATED_TEE_WARNING: &str = "pfs run: WARNING: simulated TEE: this run has NO confidentiality or integrity \
+     protection against the host (host root can read the program's memory and plaintext files)";
+
+/// The preload library of Gramine's secret provisioning, handled by the launcher itself.
+pub const SECRET_PROV_LIBRARY: &str = "libsecret_prov_attest.so";
+
+/// A boxed error from a seam implementation.
+pub type SeamError = Box<dyn StdError + Send + Sync>;
+
+/// What an encrypted mount needs (spec §4.2).
+#[derive(Debug)]
+pub struct EncryptedMountRequest<'a> {
+    /// The mount's `path` inside the view (for messages).
+    pub view_path: &'a str,
+    /// The normalised host path from the URI, without `file:` and without a trailing `/`;
+    /// relative stays relative. Files below the mount are bound to `uri/REL`.
+    pub uri: &'a str,
+    /// The backing host file or directory (`uri` resolved against the launcher's cwd).
+    pub host_path: &'a Path,
+    /// Whether the mount is a directory (URI ends in `/` or names a directory).
+    pub is_dir: bool,
+    /// Where to mount (a host path inside the private namespace, already created).
+    pub target: &'a Path,
+    /// `key_name` (default `default`).
+    pub key_name: &'a str,
+    /// The key's value, or `None` when no key of that name is known (files then fail with
+    /// EACCES, as in Gramine).
+    pub key: Option<&'a pfs_core::Key>,
+    /// `enable_recovery` (accepted, ignored).
+    pub enable_recovery: bool,
+}
+
+/// A live encrypted mount. `unmount` flushes and unmounts it.
+pub trait EncryptedMount {
+    /// Flushes every file and unmounts. Called once, after the program has ended.
+    fn unmount(self: Box<Self>) -> Result<(), SeamError>;
+}
+
+/// Serves `type = "encrypted"` mounts (the pfs-fuse integration implements this).
+///
+/// Called after the namespace exists and before the program starts; FUSE server threads
+/// may be started here (the launcher's child only makes raw system calls after `fork`).
+pub trait EncryptedMounter {
+    /// Mounts the protected files at `request.host_path` at `request.target`.
+    fn mount(&mut self, request: &EncryptedMountRequest<'_>) -> Result<Box<dyn EncryptedMount>, SeamError>;
+}
+
+/// What the manifest asks a key server for (Gramine's `SECRET_PROVISION_*` protocol, spec §8).
+#[derive(Debug)]
+pub struct ProvisionRequest<'a> {
+    /// The manifest being run.
+    pub manifest: &'a Manifest,
+    /// Its simulated measurement.
+    pub measurement: &'a SimMeasurement,
+    /// `SECRET_PROVISION_SERVERS`, split on `,` `;` and spaces (default `localhost:4433`).
+    pub servers: Vec<String>,
+    /// `SECRET_PROVISION_CA_CHAIN_PATH` as written (an in-view path).
+    pub ca_chain_view_path: Option<&'a str>,
+    /// The same path on the host (through the manifest's mount table, against the cwd).
+    pub ca_chain_host_path: Option<PathBuf>,
+    /// `SECRET_PROVISION_SET_KEY`: install the secret as this key.
+    pub set_key: Option<&'a str>,
+}
+
+/// The secret a key server released.
+pub enum ProvisionedSecret {
+    /// Exactly 16 bytes, installed as key `name`.
+    Key {
+        /// The key name (`SECRET_PROVISION_SET_KEY`).
+        name: String,
+        /// The key.
+        key: pfs_core::Key,
+    },
+    /// Any other secret: exported as `SECRET_PROVISION_SECRET_STRING`.
+    String(String),
+}
+
+/// Obtains secrets from a key server after attestation (the attest client implements this).
+pub trait KeyProvider {
+    /// Attests to a server of `request.servers` and returns the released secret.
+    fn provision(&mut self, request: &ProvisionRequest<'_>) -> Result<ProvisionedSecret, SeamError>;
+}
+
+/// Why a trusted file was refused.
+#[derive(Debug)]
+pub enum TrustedFailure {
+    /// It could not be read.
+    Unreadable(io::Error),
+    /// Its SHA-256 differs from the manifest.
+    Mismatch {
+        /// Hash in the manifest (hex).
+        expected: String,
+        /// Hash of the file now (hex).
+        actual: String,
+    },
+    /// Another problem (e.g. a directory could not be expanded).
+    Other(String),
+}
+
+/// A launcher failure. [`LaunchError::exit_code`] gives its named exit code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// The manifest could not be loaded.
+    #[error(transparent)]
+    Manifest(#[from] LoadError),
+    /// The launcher was called with several threads running.
+    #[error(
+        "the launcher must create its namespace while single-threaded, but {0} threads are running \
+         (call libos::launcher::enter_namespace before starting any thread)"
+    )]
+    NotSingleThreaded(usize),
+    /// The namespace could not be created.
+    #[error(
+        "cannot create a private mount namespace: {0} (pfs run needs root or unprivileged user namespaces)"
+    )]
+    Namespace(io::Error),
+    /// A step of building or removing the view failed.
+    #[error("cannot {what} {}: {source}", path.display())]
+    View {
+        /// What was being done.
+        what: String,
+        /// The path concerned.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A trusted file failed verification; the program was not started.
+    #[error("trusted file file:{uri} {}; the program was not started", match failure {
+        TrustedFailure::Unreadable(e) => format!("cannot be read ({e})"),
+        TrustedFailure::Mismatch { expected, actual } =>
+            format!("was modified: its SHA-256 is {actual}, the manifest expects {expected}"),
+        TrustedFailure::Other(m) => m.clone(),
+    })]
+    Trusted {
+        /// The trusted file's URI (without `file:`).
+        uri: String,
+        /// What is wrong.
+        failure: TrustedFailure,
+    },
+    /// The manifest has encrypted mounts but no [`EncryptedMounter`] is available.
+    #[error("encrypted mount at {path} needs pfs-fuse, which this build of the launcher does not include")]
+    EncryptedUnavailable {
+        /// The mount's in-view path.
+        path: String,
+    },
+    /// An encrypted mount failed.
+    #[error("encrypted mount of file:{uri} at {path}: {source}")]
+    Encrypted {
+        /// The mount's in-view path.
+        path: String,
+        /// Its URI.
+        uri: String,
+        /// The mounter's error.
+        source: SeamError,
+    },
+    /// Keys could not be obtained.
+    #[error("key provisioning failed: {0}")]
+    Keys(String),
+    /// The manifest pins another launcher binary.
+    #[error("the manifest pins launcher sha256 {expected}, but this launcher ({}) has {actual}", path.display())]
+    LauncherMismatch {
+        /// The running launcher.
+        path: PathBuf,
+        /// `loader.entrypoint.sha256`.
+        expected: String,
+        /// This binary's hash.
+        actual: String,
+    },
+    /// argv or env could not be prepared.
+    #[error("{0}")]
+    Config(String),
+    /// fork/wait failed.
+    #[error("cannot {0}: {1}")]
+    Process(&'static str, io::Error),
+    /// The program could not be started inside the view.
+    #[error("cannot start {program} in the app's view: {stage}: {source}{}",
+        if source.raw_os_error() == Some(libc::ENOENT) { " (is it reachable through fs.root or an fs.mounts entry?)" } else { "" })]
+    Start {
+        /// The entrypoint.
+        program: String,
+        /// The step that failed.
+        stage: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl LaunchError {
+    fn view(what: &str, path: &Path, source: io::Error) -> Self {
+        LaunchError::View { what: what.to_owned(), path: path.to_owned(), source }
+    }
+
+    /// The named exit code for this failure (see [`crate::exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LaunchError::Manifest(_) | LaunchError::Config(_) => exit::MANIFEST,
+            LaunchError::Namespace(_)
+            | LaunchError::View { .. }
+            | LaunchError::EncryptedUnavailable { .. }
+            | LaunchError::Encrypted { .. } => exit::VIEW,
+            LaunchError::Trusted { .. } => exit::TRUSTED_FILE,
+            LaunchError::Keys(_) => exit::KEYS,
+            LaunchError::NotSingleThreaded(_)
+            | LaunchError::LauncherMismatch { .. }
+            | LaunchError::Process(..) => exit::LAUNCHER,
+            LaunchError::Start { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
+                exit::NOT_FOUND
+            }
+            LaunchError::Start { .. } => exit::EXEC,
+        }
+    }
+}
+
+/// Launcher output, filtered by `loader.log_level`. Warnings about insecure settings are
+/// printed unless the level is `none`.
+pub(crate) struct Log {
+    level: LogLevel,
+}
+
+impl Log {
+    pub(crate) fn warn(&self, args: fmt::Arguments<'_>) {
+        if self.level > LogLevel::None {
+            eprintln!("pfs run: warning: {args}");
+        }
+    }
+
+    pub(crate) fn debug(&self, args: fmt::Arguments<'_>) {
+        if self.level >= LogLevel::Debug {
+            eprintln!("pfs run: debug: {args}");
+        }
+    }
+
+    fn error(&self, args: fmt::Arguments<'_>) {
+        if self.level > LogLevel::None {
+            eprintln!("pfs run: error: {args}");
+        }
+    }
+}
+
+/// Number of threads of this process.
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|n| n.trim().parse().ok())))
+        .unwrap_or(1)
+}
+
+/// Creates the private mount namespace (and a user namespace when not root) and makes all
+/// mounts private. Must be called before the process starts any thread.
+pub fn enter_namespace() -> Result<(), LaunchError> {
+    let threads = thread_count();
+    if threads > 1 {
+        return Err(LaunchError::NotSingleThreaded(threads));
+    }
+    let (uid, gid) = (sys::geteuid(), sys::getegid());
+    let user = uid != 0;
+    sys::unshare_mount_namespace(user).map_err(LaunchError::Namespace)?;
+    if user {
+        // Become root of the new user namespace, mapped to our own ids.
+        let write = |file: &str, text: String| std::fs::write(file, text).map_err(LaunchError::Namespace);
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", format!("0 {uid} 1"))?;
+        write("/proc/self/gid_map", format!("0 {gid} 1"))?;
+    }
+    sys::make_private_recursive(Path::new("/")).map_err(LaunchError::Namespace)?;
+    Ok(())
+}
+
+/// The launcher with its seams.
+#[derive(Default)]
+pub struct Launcher<'a> {
+    /// Serves encrypted mounts; without it such manifests are refused.
+    pub mounter: Option<&'a mut dyn EncryptedMounter>,
+    /// Provisions keys for manifests that preload `libsecret_prov_attest.so`.
+    pub key_provider: Option<&'a mut dyn KeyProvider>,
+}
+
+/// Everything `pfs run` does, for the CLI: prints [`SIMULATED_TEE_WARNING`], enters the
+/// namespace, loads the manifest, runs it and returns the exit code to use (the program's,
+/// or a named launcher code after printing the error). Call it before any thread exists.
+pub fn main(manifest: &Path, args: &[OsString], launcher: Launcher<'_>) -> u8 {
+    eprintln!("{SIMULATED_TEE_WARNING}");
+    let result = enter_namespace().and_then(|()| {
+        let path = resolve_manifest_path(manifest);
+        let (manifest, warnings) = Manifest::load(&path, Mode::Run)?;
+        let log = Log { level: manifest.log_level };
+        for w in &warnings {
+            log.warn(format_args!("{}: {w}", path.display()));
+        }
+        launcher.run(&manifest, args)
+    });
+    match result {
+        Ok(WaitOutcome::Exited(code)) => code as u8,
+        Ok(WaitOutcome::Signaled(sig)) => (128 + sig) as u8,
+        Err(e) => {
+            eprintln!("pfs run: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Gramine's `NAME` convention: `app` means `app.manifest` when `app` itself does not exist.
+pub fn resolve_manifest_path(path: &Path) -> PathBuf {
+    if path.exists() {
+        return path.to_owned();
+    }
+    let mut with_ext = path.as_os_str().to_owned();
+    with_ext.push(".manifest");
+    let with_ext = PathBuf::from(with_ext);
+    if with_ext.exists() { with_ext } else { path.to_owned() }
+}
+
+impl Launcher<'_> {
+    /// Runs `manifest` with command-line `args`. [`enter_namespace`] must have succeeded.
+    pub fn run(mut self, manifest: &Manifest, args: &[OsString]) -> Result<WaitOutcome, LaunchError> {
+        let log = Log { level: manifest.log_level };
+        let cwd =
+            std::env::current_dir().map_err(|e| LaunchError::Config(format!("cannot get the cwd: {e}")))?;
+        check_launcher_pin(manifest)?;
+        let _ = sys::set_not_dumpable();
+
+        let measurement = measure(manifest);
+        log.debug(format_args!("simulated measurement (NOT an SGX MRENCLAVE): {measurement}"));
+        let mut keys: BTreeMap<String, pfs_core::Key> = manifest
+            .insecure_keys
+            .iter()
+            .map(|(name, key)| (name.clone(), pfs_core::Key::from_bytes(key.0)))
+            .collect();
+        if !keys.is_empty() {
+            log.warn(format_args!(
+                "insecure configuration: keys {:?} come from fs.insecure__keys in the manifest",
+                keys.keys().collect::<Vec<_>>()
+            ));
+        }
+        let mut env = build_env(manifest, &cwd, &log)?;
+        self.provision(manifest, &measurement, &cwd, &mut env, &mut keys, &log)?;
+        let argv = build_argv(manifest, args, &cwd, &log)?;
+
+        let mut view = view::View::new()?;
+        view.build(manifest, &cwd, &keys, self.mounter.take(), &log)?;
+        drop(keys);
+
+        let program = if manifest.entrypoint.starts_with('/') {
+            manifest.entrypoint.clone()
+        } else {
+            format!("{}/{}", manifest.start_dir.trim_end_matches('/'), manifest.entrypoint)
+        };
+        let plan = ExecPlan {
+            root: sys::cpath(view.root()).map_err(|e| LaunchError::view("use", view.root(), e))?,
+            start_dir: cstr(&manifest.start_dir)?,
+            program: cstr(&program)?,
+            argv: argv.into_iter().map(|a| sys::cstring(&a)).collect::<io::Result<_>>().map_err(config)?,
+            envp: env
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut s = k;
+                    s.push("=");
+                    s.push(v);
+                    sys::cstring(&s)
+                })
+                .collect::<io::Result<_>>()
+                .map_err(config)?,
+        };
+        log.debug(format_args!("starting {program}"));
+        let previous = sys::ignore_interactive_signals();
+        let outcome = match sys::spawn(&plan) {
+            Ok(Spawned::Running(pid)) => {
+                sys::wait(pid).map_err(|e| LaunchError::Process("wait for the program", e))
+            }
+            Ok(Spawned::Failed(stage, source)) => Err(LaunchError::Start {
+                program: program.clone(),
+                stage: match stage {
+                    ChildStage::DeathSignal => "PR_SET_PDEATHSIG",
+                    ChildStage::Chroot => "chroot",
+                    ChildStage::Chdir => "chdir to fs.start_dir",
+                    ChildStage::Exec => "execve",
+                },
+                source,
+            }),
+            Err(e) => Err(LaunchError::Process("fork", e)),
+        };
+        sys::restore_signals(previous);
+        let torn_down = view.teardown();
+        let outcome = outcome?;
+        if let Err(e) = torn_down {
+            // The program's status is what the caller asked for; cleanup problems are
+            // reported but do not replace it.
+            log.error(format_args!("cleanup: {e}"));
+        }
+        if let WaitOutcome::Signaled(sig) = outcome {
+            log.warn(format_args!("{program} was killed by signal {sig}"));
+        }
+        Ok(outcome)
+    }
+
+    /// Gramine's secret provisioning: when `LD_PRELOAD` names `libsecret_prov_attest.so`,
+    /// the launcher does what that library would do (then strips it from `LD_PRELOAD`).
+    fn provision(
+        &mut self,
+        manifest: &Manifest,
+        measurement: &SimMeasurement,
+        cwd: &Path,
+        env: &mut Vec<(OsString, OsString)>,
+        keys: &mut BTreeMap<String, pfs_core::Key>,
+        log: &Log,
+    ) -> Result<(), LaunchError> {
+        let Some(pos) = env.iter().position(|(k, _)| k == "LD_PRELOAD") else { return Ok(()) };
+        let preload = env[pos].1.to_string_lossy().into_owned();
+        let libs: Vec<&str> = preload.split([':', ' ']).filter(|s| !s.is_empty()).collect();
+        let is_marker = |l: &&str| Path::new(l).file_name().is_some_and(|n| n == SECRET_PROV_LIBRARY);
+        if !libs.iter().any(is_marker) {
+            return Ok(());
+        }
+        let rest: Vec<&str> = libs.iter().filter(|l| !is_marker(l)).copied().collect();
+        if rest.is_empty() {
+            env.remove(pos);
+        } else {
+            env[pos].1 = rest.join(":").into();
+        }
+        let get = |name: &str| manifest.env.value(name);
+        if !matches!(get("SECRET_PROVISION_CONSTRUCTOR"), Some("1" | "true" | "TRUE")) {
+            log.warn(format_args!(
+                "{SECRET_PROV_LIBRARY} is preloaded without SECRET_PROVISION_CONSTRUCTOR=1: no secret is provisioned \
+                 before the program starts"
+            ));
+            return Ok(());
+        }
+        let Some(provider) = self.key_provider.as_deref_mut() else {
+            return Err(LaunchError::Keys(format!(
+                "the manifest asks for secret provisioning ({SECRET_PROV_LIBRARY}), but this launcher has no \
+                 attestation client"
+            )));
+        };
+        let servers = get("SECRET_PROVISION_SERVERS")
+            .unwrap_or("localhost:4433")
+            .split([',', ';', ' '])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let ca = get("SECRET_PROVISION_CA_CHAIN_PATH");
+        let request = ProvisionRequest {
+            manifest,
+            measurement,
+            servers,
+            ca_chain_view_path: ca,
+            ca_chain_host_path: ca.and_then(|p| manifest.view_to_host(p)).map(|p| cwd.join(p)),
+            set_key: get("SECRET_PROVISION_SET_KEY"),
+        };
+        match provider.provision(&request).map_err(|e| LaunchError::Keys(e.to_string()))? {
+            ProvisionedSecret::Key { name, key } => {
+                log.debug(format_args!("key {name:?} provisioned"));
+                keys.insert(name, key);
+            }
+            ProvisionedSecret::String(s) => env.push(("SECRET_PROVISION_SECRET_STRING".into(), s.into())),
+        }
+        Ok(())
+    }
+}
+
+fn config(e: io::Error) -> LaunchError {
+    LaunchError::Config(format!("argv or environment: {e}"))
+}
+
+fn cstr(s: &str) -> Result<std::ffi::CString, LaunchError> {
+    sys::cstring(s.as_ref()).map_err(config)
+}
+
+/// Refuses to run when `loader.entrypoint.sha256` pins a different launcher binary.
+fn check_launcher_pin(manifest: &Manifest) -> Result<(), LaunchError> {
+    let Some(expected) = manifest.loader_entrypoint.sha256 else { return Ok(()) };
+    let path = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let actual = crate::build::sha256_file(Path::new("/proc/self/exe"))
+        .map_err(|e| LaunchError::Config(format!("cannot hash the launcher binary: {e}")))?;
+    if actual != expected {
+        return Err(LaunchError::LauncherMismatch {
+            path,
+            expected: hex::encode(expected),
+            actual: hex::encode(actual),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a NUL-separated file (`gramine-argv-serializer` format), checking its hash when
+/// it is a trusted file.
+fn read_nul_file(
+    manifest: &Manifest,
+    uri: &str,
+    cwd: &Path,
+    what: &str,
+    log: &Log,
+) -> Result<Vec<OsString>, LaunchError> {
+    let bytes = std::fs::read(cwd.join(uri))
+        .map_err(|e| LaunchError::Config(format!("cannot read {what} file:{uri}: {e}")))?;
+    match manifest.trusted_files.iter().find(|t| t.uri == uri).and_then(|t| t.sha256) {
+        Some(expected) => {
+            let actual: [u8; 32] =
+                sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
+            if actual != expected {
+                return Err(LaunchError::Trusted {
+                    uri: uri.to_owned(),
+                    failure: TrustedFailure::Mismatch {
+                        expected: hex::encode(expected),
+                        actual: hex::encode(actual),
+                    },
+                });
+            }
+        }
+        None => log.warn(format_args!(
+            "{what} file:{uri} is not a hashed trusted file; its content is not verified"
+        )),
+    }
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(body) = bytes.strip_suffix(b"\0") else {
+        return Err(LaunchError::Config(format!("{what} file:{uri} must end with a NUL byte")));
+    };
+    Ok(body.split(|&b| b == 0).map(|s| OsString::from_vec(s.to_vec())).collect())
+}
+
+/// argv per spec §3.
+fn build_argv(
+    manifest: &Manifest,
+    args: &[OsString],
+    cwd: &Path,
+    log: &Log,
+) -> Result<Vec<OsString>, LaunchError> {
+    let discard = |source: &str| {
+        if !args.is_empty() {
+            log.error(format_args!(
+                "command-line arguments are discarded ({source}); set loader.insecure__use_cmdline_argv = true to use them"
+            ));
+        }
+    };
+    Ok(match &manifest.argv {
+        ArgvSource::Explicit(argv) => {
+            discard("the manifest sets loader.argv");
+            argv.iter().map(OsString::from).collect()
+        }
+        ArgvSource::SrcFile(uri) => {
+            discard("the manifest sets loader.argv_src_file");
+            let argv = read_nul_file(manifest, uri, cwd, "loader.argv_src_file", log)?;
+            if argv.is_empty() {
+                return Err(LaunchError::Config(format!("loader.argv_src_file file:{uri} is empty")));
+            }
+            argv
+        }
+        ArgvSource::CommandLine => {
+            std::iter::once(OsString::from(&manifest.entrypoint)).chain(args.iter().cloned()).collect()
+        }
+        ArgvSource::Entrypoint => {
+            discard("the manifest sets no argv");
+            vec![OsString::from(&manifest.entrypoint)]
+        }
+    })
+}
+
+/// The environment per spec §3: empty by default, plus `loader.env_src_file`, plus
+/// `loader.env.*` (which wins), or the whole host environment with
+/// `loader.insecure__use_host_env`.
+fn build_env(manifest: &Manifest, cwd: &Path, log: &Log) -> Result<Vec<(OsString, OsString)>, LaunchError> {
+    let mut env: Vec<(OsString, OsString)> =
+        if manifest.env.use_host_env { std::env::vars_os().collect() } else { Vec::new() };
+    let set = |env: &mut Vec<(OsString, OsString)>, name: OsString, value: OsString| match env
+        .iter_mut()
+        .find(|(k, _)| *k == name)
+    {
+        Some(slot) => slot.1 = value,
+        None => env.push((name, value)),
+    };
+    if let Some(uri) = &manifest.env.src_file {
+        for entry in read_nul_file(manifest, uri, cwd, "loader.env_src_file", log)? {
+            let bytes = entry.into_vec();
+            let Some(eq) = bytes.iter().position(|&b| b == b'=') else {
+                return Err(LaunchError::Config(format!(
+                    "loader.env_src_file file:{uri}: an entry has no `=`"
+                )));
+            };
+            set(
+                &mut env,
+                OsString::from_vec(bytes[..eq].to_vec()),
+                OsString::from_vec(bytes[eq + 1..].to_vec()),
+            );
+        }
+    }
+    for (name, value) in &manifest.env.vars {
+        match value {
+            EnvValue::Value(v) => set(&mut env, name.into(), v.into()),
+            EnvValue::Passthrough => {
+                if let Some(v) = std::env::var_os(name) {
+                    set(&mut env, name.into(), v);
+                }
+            }
+        }
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> Manifest {
+        Manifest::parse(text, Mode::Run).unwrap().0
+    }
+
+    const QUIET: Log = Log { level: LogLevel::None };
+
+    #[test]
+    fn argv_rules() {
+        let args = vec![OsString::from("a"), OsString::from("b")];
+        let cwd = Path::new("/");
+        let m = manifest("libos.entrypoint = \"/bin/x\"\n");
+        assert_eq!(build_argv(&m, &args, cwd, &QUIET).unwrap(), vec![OsString::from("/bin/x")]);
+        let m = manifest("libos.entrypoint = \"/bin/x\"\nloader.argv = [\"x\", \"-v\"]\n");
+        assert_eq!(build_argv(&m, &args, cwd, &QUIET).unwrap(), vec![OsString::from("x"), "-v".into()]);
+        let m = manifest("libos.entrypoint = \"/bin/x\"\nloader.insecure__use_cmdline_argv = true\n");
+        assert_eq!(
+            build_argv(&m, &args, cwd, &QUIET).unwrap(),
+            vec![OsString::from("/bin/x"), "a".into(), "b".into()]
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("args"), b"prog\0--flag\0\0").unwrap();
+        let m = manifest("libos.entrypoint = \"/bin/x\"\nloader.argv_src_file = \"file:args\"\n");
+        assert_eq!(
+            build_argv(&m, &[], dir.path(), &QUIET).unwrap(),
+            vec![OsString::from("prog"), "--flag".into(), "".into()]
+        );
+        std::fs::write(dir.path().join("args"), b"prog").unwrap();
+        assert!(build_argv(&m, &[], dir.path(), &QUIET).unwrap_err().to_string().contains("NUL"));
+    }
+
+    #[test]
+    fn env_is_empty_by_default_and_manifest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("env"), b"A=from-file\0B=b\0").unwrap();
+        // SAFETY-free: PATH is always set for the test process.
+        let m = manifest(
+            "libos.entrypoint = \"/bin/x\"\nloader.env_src_file = \"file:env\"\nloader.env.A = \"manifest\"\n\
+             loader.env.PATH = { passthrough = true }\nloader.env.NOT_SET_ANYWHERE_X = { passthrough = true }\n",
+        );
+        let env = build_env(&m, dir.path(), &QUIET).unwrap();
+        let names: Vec<_> = env.iter().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+        assert_eq!(names, vec!["A", "B", "PATH"]);
+        assert_eq!(env[0].1, "manifest");
+        assert_eq!(env[2].1, std::env::var_os("PATH").unwrap());
+        let m = manifest("libos.entrypoint = \"/bin/x\"\nloader.insecure__use_host_env = true\n");
+        assert!(build_env(&m, dir.path(), &QUIET).unwrap().iter().any(|(k, _)| k == "PATH"));
+    }
+
+    struct FixedKey;
+    impl KeyProvider for FixedKey {
+        fn provision(&mut self, request: &ProvisionRequest<'_>) -> Result<ProvisionedSecret, SeamError> {
+            assert_eq!(request.servers, vec!["a:1".to_string(), "b:2".into()]);
+            assert_eq!(request.ca_chain_view_path, Some("/ssl/ca.crt"));
+            assert_eq!(request.ca_chain_host_path.as_deref(), Some(Path::new("/w/ssl/ca.crt")));
+            Ok(ProvisionedSecret::Key {
+                name: request.set_key.unwrap().into(),
+                key: pfs_core::Key::from_bytes([1; 16]),
+            })
+        }
+    }
+
+    #[test]
+    fn secret_provisioning_is_recognised_and_the_preload_stripped() {
+        let m = manifest(
+            "libos.entrypoint = \"/bin/x\"\nfs.mounts = [ { path = \"/ssl\", uri = \"file:ssl\" } ]\n\
+             loader.env.LD_PRELOAD = \"libfoo.so:libsecret_prov_attest.so\"\n\
+             loader.env.SECRET_PROVISION_CONSTRUCTOR = \"1\"\nloader.env.SECRET_PROVISION_SET_KEY = \"default\"\n\
+             loader.env.SECRET_PROVISION_SERVERS = \"a:1;b:2\"\nloader.env.SECRET_PROVISION_CA_CHAIN_PATH = \"/ssl/ca.crt\"\n",
+        );
+        let mut env = build_env(&m, Path::new("/w"), &QUIET).unwrap();
+        let mut keys = BTreeMap::new();
+        let mut provider = FixedKey;
+        let mut launcher = Launcher { mounter: None, key_provider: Some(&mut provider) };
+        launcher.provision(&m, &measure(&m), Path::new("/w"), &mut env, &mut keys, &QUIET).unwrap();
+        assert!(keys.contains_key("default"));
+        assert_eq!(env.iter().find(|(k, _)| k == "LD_PRELOAD").unwrap().1, "libfoo.so");
+
+        let mut env = build_env(&m, Path::new("/w"), &QUIET).unwrap();
+        let err = Launcher::default()
+            .provision(&m, &measure(&m), Path::new("/w"), &mut env, &mut keys, &QUIET)
+            .unwrap_err();
+        assert_eq!(err.exit_code(), exit::KEYS);
+        assert!(err.to_string().contains("no attestation client"), "{err}");
+    }
+}

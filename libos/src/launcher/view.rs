@@ -1,0 +1,477 @@
+//! The app's view: a tmpfs root in the private mount namespace, `fs.root` and the mount
+//! table applied in order, `/dev` basics and `/proc`, and verified copies of the trusted
+//! files bound read-only over their places.
+//!
+//! Every mount and every file or directory created is logged; [`View::teardown`] undoes the
+//! log in reverse, so mountpoints created inside host directories (reachable through chroot
+//! binds) are removed again and nothing is left mounted.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{EncryptedMount, EncryptedMountRequest, EncryptedMounter, LaunchError, Log, TrustedFailure};
+use crate::manifest::{Manifest, MountKind, TrustedFile};
+use crate::sys;
+
+enum Action {
+    Mounted(PathBuf),
+    Created(PathBuf),
+    Encrypted(Box<dyn EncryptedMount>),
+}
+
+/// A built view. Dropping it without [`View::teardown`] still tears it down.
+pub(crate) struct View {
+    staging: PathBuf,
+    root: PathBuf,
+    store: PathBuf,
+    log: Vec<Action>,
+    torn_down: bool,
+}
+
+/// A trusted file whose bytes were verified and copied into the store.
+struct Verified {
+    host: PathBuf,
+    copy: PathBuf,
+}
+
+const MAX_SYMLINKS: usize = 40;
+
+impl View {
+    /// Creates the staging directory and its tmpfs (holding the view root and the store of
+    /// verified trusted files).
+    pub(crate) fn new() -> Result<View, LaunchError> {
+        let base = std::env::temp_dir();
+        let pid = std::process::id();
+        let mut n = 0u32;
+        let staging = loop {
+            let candidate = base.join(format!("pfs-run-{pid}-{n}"));
+            match fs::create_dir(&candidate) {
+                Ok(()) => break candidate,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(LaunchError::view("create the staging directory", &candidate, e)),
+            }
+        };
+        let mut view = View {
+            root: staging.join("root"),
+            store: staging.join("trusted"),
+            staging,
+            log: Vec::new(),
+            torn_down: false,
+        };
+        sys::mount_tmpfs(&view.staging, "mode=0700")
+            .map_err(|e| LaunchError::view("mount the view's tmpfs", &view.staging, e))?;
+        for dir in [&view.root, &view.store] {
+            fs::create_dir(dir).map_err(|e| LaunchError::view("create", dir, e))?;
+        }
+        fs::set_permissions(&view.root, fs::Permissions::from_mode(0o755))
+            .map_err(|e| LaunchError::view("chmod", &view.root, e))?;
+        view.log.push(Action::Mounted(view.staging.clone()));
+        Ok(view)
+    }
+
+    /// The host path of the view's root (what the program is chrooted into).
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Builds the whole view for `manifest`, with relative URIs resolved against `cwd`.
+    pub(crate) fn build(
+        &mut self,
+        manifest: &Manifest,
+        cwd: &Path,
+        keys: &BTreeMap<String, pfs_core::Key>,
+        mounter: Option<&mut dyn EncryptedMounter>,
+        log: &Log,
+    ) -> Result<(), LaunchError> {
+        // Trusted files first: a mismatch stops the run before anything else happens.
+        let verified = self.verify_trusted_files(&manifest.trusted_files, cwd, log)?;
+        self.bind_root(&cwd.join(&manifest.root))?;
+        let mut mounter = mounter;
+        for mount in &manifest.mounts {
+            match &mount.kind {
+                MountKind::Chroot { uri } => {
+                    let source = cwd.join(uri);
+                    let meta = fs::metadata(&source)
+                        .map_err(|e| LaunchError::view("open mount source", &source, e))?;
+                    let target = self.mountpoint(&mount.path, meta.is_dir())?;
+                    self.mount(|| sys::bind(&source, &target, true), "bind", &target)?;
+                    log.debug(format_args!("mounted {} at {}", source.display(), mount.path));
+                }
+                MountKind::Tmpfs => {
+                    let target = self.mountpoint(&mount.path, true)?;
+                    self.mount(|| sys::mount_tmpfs(&target, "mode=1777"), "mount tmpfs", &target)?;
+                    log.debug(format_args!("tmpfs at {}", mount.path));
+                }
+                MountKind::Encrypted { uri, key_name, enable_recovery } => {
+                    let Some(mounter) = mounter.as_deref_mut() else {
+                        return Err(LaunchError::EncryptedUnavailable { path: mount.path.clone() });
+                    };
+                    let host_path = cwd.join(uri);
+                    let is_dir = uri.ends_with('/') || host_path.is_dir();
+                    let target = self.mountpoint(&mount.path, is_dir)?;
+                    let request = EncryptedMountRequest {
+                        view_path: &mount.path,
+                        uri: uri.trim_end_matches('/'),
+                        host_path: &host_path,
+                        is_dir,
+                        target: &target,
+                        key_name,
+                        key: keys.get(key_name),
+                        enable_recovery: *enable_recovery,
+                    };
+                    let guard = mounter.mount(&request).map_err(|source| LaunchError::Encrypted {
+                        path: mount.path.clone(),
+                        uri: uri.clone(),
+                        source,
+                    })?;
+                    self.log.push(Action::Encrypted(guard));
+                    log.debug(format_args!("encrypted mount of {uri} at {}", mount.path));
+                }
+            }
+        }
+        if manifest.extra_domain_names_conf {
+            for file in ["/etc/resolv.conf", "/etc/hosts"] {
+                if Path::new(file).is_file() {
+                    let target = self.mountpoint(file, false)?;
+                    self.mount(|| sys::bind(Path::new(file), &target, false), "bind", &target)?;
+                }
+            }
+        }
+        self.provide_dev_and_proc()?;
+        self.bind_verified(manifest, cwd, &verified, log)?;
+        Ok(())
+    }
+
+    fn mount(
+        &mut self,
+        op: impl FnOnce() -> io::Result<()>,
+        what: &str,
+        target: &Path,
+    ) -> Result<(), LaunchError> {
+        op().map_err(|e| LaunchError::view(what, target, e))?;
+        self.log.push(Action::Mounted(target.to_owned()));
+        Ok(())
+    }
+
+    /// Reads each trusted file once, checks its SHA-256 and keeps exactly the bytes that
+    /// were checked, read-only, in the store.
+    fn verify_trusted_files(
+        &mut self,
+        entries: &[TrustedFile],
+        cwd: &Path,
+        log: &Log,
+    ) -> Result<Vec<Verified>, LaunchError> {
+        let mut expanded: Vec<(String, Option<[u8; 32]>)> = Vec::new();
+        for entry in entries {
+            if entry.is_dir() {
+                log.warn(format_args!(
+                    "trusted directory file:{} was not expanded by `pfs manifest`; its files are hashed now \
+                     and are NOT covered by the measurement",
+                    entry.uri
+                ));
+                let expanded_dir = crate::build::expand_trusted_files(std::slice::from_ref(entry), cwd)
+                    .map_err(|e| LaunchError::Trusted {
+                        uri: entry.uri.clone(),
+                        failure: TrustedFailure::Other(e.to_string()),
+                    })?;
+                expanded.extend(expanded_dir.into_iter().map(|(u, h)| (u, Some(h))));
+            } else {
+                expanded.push((entry.uri.clone(), entry.sha256));
+            }
+        }
+        let mut verified = Vec::with_capacity(expanded.len());
+        for (i, (uri, expected)) in expanded.into_iter().enumerate() {
+            let host = cwd.join(&uri);
+            let bytes = fs::read(&host).map_err(|e| LaunchError::Trusted {
+                uri: uri.clone(),
+                failure: TrustedFailure::Unreadable(e),
+            })?;
+            let actual: [u8; 32] = Sha256::digest(&bytes).into();
+            match expected {
+                Some(expected) if expected != actual => {
+                    return Err(LaunchError::Trusted {
+                        uri,
+                        failure: TrustedFailure::Mismatch {
+                            expected: hex::encode(expected),
+                            actual: hex::encode(actual),
+                        },
+                    });
+                }
+                Some(_) => {}
+                None => log.warn(format_args!(
+                    "trusted file file:{uri} has no sha256 (the manifest was not built with `pfs manifest`); \
+                     using its current content, which the measurement does NOT cover"
+                )),
+            }
+            let copy = self.store.join(i.to_string());
+            let mode = fs::metadata(&host).map(|m| m.mode() & 0o555).unwrap_or(0o444);
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode | 0o444)
+                .open(&copy)
+                .map_err(|e| LaunchError::view("store a verified trusted file", &copy, e))?;
+            file.write_all(&bytes)
+                .map_err(|e| LaunchError::view("store a verified trusted file", &copy, e))?;
+            verified.push(Verified { host, copy });
+        }
+        Ok(verified)
+    }
+
+    /// Makes the entries of the host directory `fs.root` appear at `/`.
+    fn bind_root(&mut self, host_root: &Path) -> Result<(), LaunchError> {
+        let mut entries: Vec<fs::DirEntry> = fs::read_dir(host_root)
+            .map_err(|e| LaunchError::view("read fs.root", host_root, e))?
+            .collect::<io::Result<_>>()
+            .map_err(|e| LaunchError::view("read fs.root", host_root, e))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let source = entry.path();
+            if source == self.staging {
+                continue;
+            }
+            let target = self.root.join(entry.file_name());
+            let file_type = entry.file_type().map_err(|e| LaunchError::view("stat", &source, e))?;
+            if file_type.is_symlink() {
+                let link = fs::read_link(&source).map_err(|e| LaunchError::view("read link", &source, e))?;
+                std::os::unix::fs::symlink(&link, &target)
+                    .map_err(|e| LaunchError::view("create link", &target, e))?;
+                self.log.push(Action::Created(target));
+                continue;
+            }
+            if file_type.is_dir() {
+                fs::create_dir(&target).map_err(|e| LaunchError::view("create", &target, e))?;
+            } else {
+                fs::File::create(&target).map_err(|e| LaunchError::view("create", &target, e))?;
+            }
+            self.log.push(Action::Created(target.clone()));
+            self.mount(|| sys::bind(&source, &target, true), "bind", &target)?;
+        }
+        Ok(())
+    }
+
+    /// `/dev/{null,zero,random,urandom}` (bound from the host), the usual `/dev/fd` links,
+    /// and `/proc`, unless the view already has them.
+    fn provide_dev_and_proc(&mut self) -> Result<(), LaunchError> {
+        for dev in ["null", "zero", "random", "urandom"] {
+            let view_path = format!("/dev/{dev}");
+            let existing = self.resolve(&view_path)?;
+            if fs::metadata(&existing).is_ok_and(|m| m.rdev() != 0) {
+                continue;
+            }
+            let target = self.mountpoint(&view_path, false)?;
+            let source = Path::new("/dev").join(dev);
+            self.mount(|| sys::bind(&source, &target, false), "bind", &target)?;
+        }
+        for (name, link) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            let target = self.resolve(&format!("/dev/{name}"))?;
+            if fs::symlink_metadata(&target).is_err() {
+                std::os::unix::fs::symlink(link, &target)
+                    .map_err(|e| LaunchError::view("create link", &target, e))?;
+                self.log.push(Action::Created(target));
+            }
+        }
+        let proc = self.mountpoint("/proc", true)?;
+        if !sys::is_proc(&proc).unwrap_or(false) {
+            self.mount(|| sys::bind(Path::new("/proc"), &proc, true), "bind /proc", &proc)?;
+        }
+        Ok(())
+    }
+
+    /// Binds each verified copy read-only over every place in the view where the same host
+    /// file is visible (same device and inode after all mounts are in place).
+    fn bind_verified(
+        &mut self,
+        manifest: &Manifest,
+        cwd: &Path,
+        verified: &[Verified],
+        log: &Log,
+    ) -> Result<(), LaunchError> {
+        // (canonical host directory or file, in-view path) for the root and every chroot mount.
+        let mut sources: Vec<(PathBuf, String)> = Vec::new();
+        if let Ok(root) = fs::canonicalize(cwd.join(&manifest.root)) {
+            sources.push((root, "/".into()));
+        }
+        for m in &manifest.mounts {
+            if let MountKind::Chroot { uri } = &m.kind
+                && let Ok(src) = fs::canonicalize(cwd.join(uri))
+            {
+                sources.push((src, m.path.clone()));
+            }
+        }
+        for v in verified {
+            let Ok(host) = fs::canonicalize(&v.host) else { continue };
+            let Ok(host_meta) = fs::metadata(&host) else { continue };
+            let mut bound = false;
+            for (src, view_base) in &sources {
+                let Ok(rel) = host.strip_prefix(src) else { continue };
+                let view_path = Path::new(view_base).join(rel);
+                let Some(view_path) = view_path.to_str() else { continue };
+                let Ok(target) = self.resolve(view_path) else { continue };
+                let same = fs::metadata(&target)
+                    .is_ok_and(|m| m.dev() == host_meta.dev() && m.ino() == host_meta.ino());
+                if !same {
+                    continue;
+                }
+                self.mount(|| sys::bind(&v.copy, &target, false), "bind a verified trusted file", &target)?;
+                sys::remount_bind_readonly(&target)
+                    .map_err(|e| LaunchError::view("make a trusted file read-only", &target, e))?;
+                bound = true;
+            }
+            if !bound {
+                log.debug(format_args!("trusted file {} is not visible in the view", v.host.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves an absolute in-view path to a host path under the view root, following
+    /// symlinks as the program would see them after chroot (absolute links restart at the
+    /// view root; `..` never leaves it). Missing components are appended unresolved.
+    pub(crate) fn resolve(&self, view_path: &str) -> Result<PathBuf, LaunchError> {
+        let mut pending: Vec<String> = components(view_path);
+        pending.reverse();
+        let mut current: Vec<String> = Vec::new();
+        let mut links = 0usize;
+        while let Some(part) = pending.pop() {
+            if part == ".." {
+                current.pop();
+                continue;
+            }
+            let candidate = self.host_of(&current).join(&part);
+            match fs::symlink_metadata(&candidate) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(LaunchError::view(
+                            "resolve",
+                            &candidate,
+                            io::Error::from_raw_os_error(libc::ELOOP),
+                        ));
+                    }
+                    let target = fs::read_link(&candidate)
+                        .map_err(|e| LaunchError::view("read link", &candidate, e))?;
+                    let target = target.to_string_lossy();
+                    if target.starts_with('/') {
+                        current.clear();
+                    }
+                    for c in components(&target).into_iter().rev() {
+                        pending.push(c);
+                    }
+                }
+                _ => current.push(part),
+            }
+        }
+        Ok(self.host_of(&current))
+    }
+
+    fn host_of(&self, parts: &[String]) -> PathBuf {
+        let mut p = self.root.clone();
+        p.extend(parts);
+        p
+    }
+
+    /// Makes sure a directory (or, with `dir == false`, a file) exists at `view_path`,
+    /// creating missing parents, and returns its host path.
+    fn mountpoint(&mut self, view_path: &str, dir: bool) -> Result<PathBuf, LaunchError> {
+        let parts = components(view_path);
+        let mut sofar = String::new();
+        for (i, part) in parts.iter().enumerate() {
+            sofar.push('/');
+            sofar.push_str(part);
+            let last = i + 1 == parts.len();
+            let host = self.resolve(&sofar)?;
+            match fs::metadata(&host) {
+                Ok(meta) if last && meta.is_dir() != dir => {
+                    return Err(LaunchError::view(
+                        if dir { "mount a directory over a file" } else { "mount a file over a directory" },
+                        Path::new(view_path),
+                        io::Error::from_raw_os_error(if dir { libc::ENOTDIR } else { libc::EISDIR }),
+                    ));
+                }
+                Ok(meta) if !last && !meta.is_dir() => {
+                    return Err(LaunchError::view(
+                        "create a mountpoint below a file",
+                        Path::new(&sofar),
+                        io::Error::from_raw_os_error(libc::ENOTDIR),
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if last && !dir {
+                        fs::File::create(&host)
+                            .map_err(|e| LaunchError::view("create mountpoint", &host, e))?;
+                    } else {
+                        fs::create_dir(&host)
+                            .map_err(|e| LaunchError::view("create mountpoint", &host, e))?;
+                    }
+                    self.log.push(Action::Created(host));
+                }
+            }
+        }
+        self.resolve(view_path)
+    }
+
+    /// Undoes everything in reverse order: encrypted mounts are flushed and unmounted,
+    /// other mounts detached, created files and directories removed, the staging directory
+    /// deleted. Returns the first error but always finishes.
+    pub(crate) fn teardown(&mut self) -> Result<(), LaunchError> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        let mut first: Option<LaunchError> = None;
+        while let Some(action) = self.log.pop() {
+            let result = match action {
+                Action::Mounted(p) => sys::umount_detach(&p).map_err(|e| LaunchError::view("unmount", &p, e)),
+                Action::Created(p) => {
+                    let r = match fs::symlink_metadata(&p) {
+                        Ok(m) if m.is_dir() => fs::remove_dir(&p),
+                        Ok(_) => fs::remove_file(&p),
+                        Err(_) => Ok(()),
+                    };
+                    r.map_err(|e| LaunchError::view("remove mountpoint", &p, e))
+                }
+                Action::Encrypted(guard) => guard.unmount().map_err(|source| LaunchError::Encrypted {
+                    path: String::new(),
+                    uri: String::new(),
+                    source,
+                }),
+            };
+            if let Err(e) = result {
+                first.get_or_insert(e);
+            }
+        }
+        if let Err(e) = fs::remove_dir(&self.staging) {
+            first.get_or_insert(LaunchError::view("remove the staging directory", &self.staging, e));
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}
+
+fn components(path: &str) -> Vec<String> {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
