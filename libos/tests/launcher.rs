@@ -1,0 +1,510 @@
+//! End-to-end tests of the launcher: real namespaces, real mounts, real Python.
+//!
+//! `unshare(CLONE_NEWNS)` needs a single-threaded process, which libtest's harness is not,
+//! so this file has its own `main` (harness = false): each case re-executes this binary in
+//! "launch" mode, which calls `libos::launcher::main` exactly as `pfs run` does, and checks
+//! its exit status, output and the host's mount table. Nothing is skipped: when namespaces
+//! cannot be created the cases fail.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use libos::build::{BuildOptions, build};
+use libos::template::{DefineValue, RenderOptions};
+
+const LAUNCH: &str = "__libos_launch";
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == LAUNCH) {
+        let code =
+            libos::launcher::main(Path::new(&args[2]), &args[3..], libos::launcher::Launcher::default());
+        std::process::exit(code.into());
+    }
+    let filter: Option<String> =
+        args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).find(|a| !a.starts_with('-'));
+    let cases: &[(&str, fn())] = &[
+        ("python_stdlib_program_in_chroot_view", python_stdlib_program_in_chroot_view),
+        ("exit_status_is_passed_through", exit_status_is_passed_through),
+        ("modified_trusted_script_is_refused_before_start", modified_trusted_script_is_refused_before_start),
+        (
+            "verified_bytes_are_served_after_host_modification",
+            verified_bytes_are_served_after_host_modification,
+        ),
+        ("killed_launcher_takes_the_program_with_it", killed_launcher_takes_the_program_with_it),
+        ("mounts_are_invisible_on_the_host_during_the_run", mounts_are_invisible_on_the_host_during_the_run),
+        ("launcher_failures_have_named_exit_codes", launcher_failures_have_named_exit_codes),
+        ("cmdline_argv_and_unknown_keys_at_run_time", cmdline_argv_and_unknown_keys_at_run_time),
+        (
+            "mountpoints_created_in_host_directories_are_removed",
+            mountpoints_created_in_host_directories_are_removed,
+        ),
+    ];
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, case) in cases {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        ran += 1;
+        eprint!("test {name} ... ");
+        let start = Instant::now();
+        match std::panic::catch_unwind(case) {
+            Ok(()) => eprintln!("ok ({:.2}s)", start.elapsed().as_secs_f64()),
+            Err(_) => {
+                eprintln!("FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    no_pfs_mounts_on_host();
+    eprintln!("\n{ran} launcher tests, {} failed", failed.len());
+    if !failed.is_empty() {
+        eprintln!("failed: {failed:?}");
+        std::process::exit(1);
+    }
+}
+
+/// A working directory with a Python program and a manifest.
+struct Work {
+    dir: tempfile::TempDir,
+}
+
+struct Python {
+    /// The interpreter's real path.
+    exe: String,
+    /// `sys.base_prefix`, mounted when not under /usr.
+    prefix: String,
+    /// The stdlib directory (trusted as a whole in the main test).
+    stdlib: String,
+}
+
+fn python() -> Python {
+    let exe = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3".to_string()
+    } else {
+        "python3".into()
+    };
+    let out = Command::new(&exe)
+        .args(["-I", "-c", "import os, sys, sysconfig; print(os.path.realpath(sys.executable)); print(sys.base_prefix); print(sysconfig.get_path('stdlib'))"])
+        .output()
+        .expect("python3 is required by the launcher tests");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines().map(str::to_owned);
+    Python { exe: lines.next().unwrap(), prefix: lines.next().unwrap(), stdlib: lines.next().unwrap() }
+}
+
+/// Mount entries that give Python its runtime inside the view.
+fn runtime_mounts(py: &Python) -> String {
+    let mut m = String::from(
+        "  { path = \"/usr\", uri = \"file:/usr\" },\n  { path = \"/lib\", uri = \"file:/lib\" },\n  \
+         { path = \"/lib64\", uri = \"file:/lib64\" },\n",
+    );
+    if !py.prefix.starts_with("/usr") {
+        m.push_str(&format!("  {{ path = \"{0}\", uri = \"file:{0}\" }},\n", py.prefix));
+    }
+    m
+}
+
+impl Work {
+    fn new() -> Work {
+        Work { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, rel: &str, content: &str) {
+        let p = self.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    /// `pfs manifest` with the library: render, validate strictly, hash, write.
+    fn manifest(&self, template: &str, defines: &[&str]) -> libos::build::Built {
+        let options = BuildOptions {
+            render: RenderOptions {
+                defines: defines.iter().map(|d| DefineValue::parse_define(d)).collect(),
+                ..RenderOptions::default()
+            },
+            pin_launcher: None,
+        };
+        let built = build("test.manifest.template", template, self.path(), &options)
+            .unwrap_or_else(|e| panic!("{e}"));
+        fs::write(self.path().join("app.manifest"), built.manifest.text()).unwrap();
+        built
+    }
+
+    fn launch(&self, manifest: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.arg(LAUNCH)
+            .arg(manifest)
+            .args(args)
+            .current_dir(self.path())
+            .env("PFS_TEST_HOST_VAR", "leak")
+            .env("PASSED", "leak");
+        cmd
+    }
+
+    /// Runs `pfs run app.manifest ARGS` and checks that it left nothing behind.
+    fn run(&self, args: &[&str]) -> Output {
+        let child =
+            self.launch("app.manifest", args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert_clean_after(pid, self.path());
+        out
+    }
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// Nothing of the run with launcher pid `pid` is mounted on the host or left in /tmp.
+fn assert_clean_after(pid: u32, workdir: &Path) {
+    let staging_prefix = format!("pfs-run-{pid}-");
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    for line in mounts.lines() {
+        assert!(!line.contains(&staging_prefix), "mount left behind: {line}");
+        assert!(!line.contains(workdir.to_str().unwrap()), "mount left behind: {line}");
+    }
+    let leftovers: Vec<_> = fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&staging_prefix))
+        .collect();
+    assert!(leftovers.is_empty(), "staging directory left behind: {leftovers:?}");
+}
+
+fn no_pfs_mounts_on_host() {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains("pfs-run-")).collect();
+    assert!(ours.is_empty(), "pfs mounts on the host: {ours:?}");
+}
+
+const MAIN_PY: &str = r#"
+import errno, hashlib, json, os, sys
+assert os.getcwd() == "/opt/app", os.getcwd()
+assert open("/proc/self/cmdline").read().split("\0")[:-1] == ["python3", "main.py", "fixed-arg"]
+env = {k: v for k, v in os.environ.items() if k != "LC_CTYPE"}
+assert env == {"GREETING": "hi", "PASSED": "leak"}, env
+with open("/srv/input.txt") as f:
+    data = f.read()
+with open("/tmp/scratch.txt", "w") as f:
+    f.write(data.upper())
+with open("/tmp/scratch.txt") as f:
+    assert f.read() == "SECRET INPUT\n"
+with open("/dev/null", "w") as f:
+    f.write("x")
+assert len(open("/dev/urandom", "rb").read(16)) == 16
+assert "Pid" in open("/proc/self/status").read()
+try:
+    open("/opt/app/main.py", "a")
+    raise SystemExit("a trusted file was writable")
+except OSError as e:
+    assert e.errno in (errno.EROFS, errno.EACCES), e
+root = sorted(os.listdir("/"))
+with open("/out/result.json", "w") as f:
+    json.dump({"sha": hashlib.sha256(data.encode()).hexdigest(), "root": root}, f)
+print("done")
+"#;
+
+fn python_stdlib_program_in_chroot_view() {
+    let py = python();
+    let w = Work::new();
+    w.write("app/main.py", MAIN_PY);
+    w.write("data/input.txt", "secret input\n");
+    fs::create_dir(w.path().join("out")).unwrap();
+    let template = format!(
+        r#"libos.entrypoint = "{{{{ python }}}}"
+loader.argv = ["python3", "main.py", "fixed-arg"]
+loader.env.GREETING = "hi"
+loader.env.PASSED = {{ passthrough = true }}
+fs.start_dir = "/opt/app"
+fs.mounts = [
+{mounts}  {{ path = "/opt/app", uri = "file:app" }},
+  {{ path = "/srv/input.txt", uri = "file:data/input.txt" }},
+  {{ path = "/out", uri = "file:out" }},
+  {{ type = "tmpfs", path = "/tmp" }},
+]
+sgx.trusted_files = [
+  "file:app/main.py",
+  "file:data/input.txt",
+  "file:{{{{ stdlib }}}}/",
+]
+"#,
+        mounts = runtime_mounts(&py)
+    );
+    let built = w.manifest(&template, &[&format!("python={}", py.exe), &format!("stdlib={}", py.stdlib)]);
+    assert!(built.manifest.trusted_files.len() > 100, "the stdlib directory was expanded");
+    // PASSED comes from the host through `passthrough`; other host variables must not leak.
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "done\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with(libos::launcher::SIMULATED_TEE_WARNING), "{stderr}");
+    let result: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(w.path().join("out/result.json")).unwrap()).unwrap();
+    let mut expected =
+        vec!["app", "app.manifest", "data", "dev", "lib", "lib64", "opt", "out", "proc", "srv", "tmp", "usr"];
+    let prefix_top = py.prefix.trim_start_matches('/').split('/').next().unwrap().to_owned();
+    if !expected.contains(&prefix_top.as_str()) {
+        expected.push(&prefix_top);
+        expected.sort();
+    }
+    assert_eq!(result["root"], serde_json::json!(expected), "the view's / holds fs.root and the mounts only");
+    assert_eq!(result["sha"], serde_json::json!(libos_sha256_hex(b"secret input\n")));
+    // The tmpfs is gone and wrote nothing to the host.
+    assert!(!w.path().join("tmp").exists());
+    // Mountpoints created in the tmpfs root did not touch the work directory.
+    assert!(!w.path().join("opt").exists() && !w.path().join("srv").exists());
+}
+
+fn libos_sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn simple_template(py: &Python, script: &str, extra: &str) -> String {
+    format!(
+        "libos.entrypoint = \"{exe}\"\nloader.argv = [\"python3\", \"{script}\"]\nfs.mounts = [\n{mounts}  \
+         {{ type = \"tmpfs\", path = \"/tmp\" }},\n]\nsgx.trusted_files = [ \"file:{script}\" ]\n{extra}",
+        exe = py.exe,
+        mounts = runtime_mounts(py)
+    )
+}
+
+fn exit_status_is_passed_through() {
+    let py = python();
+    let w = Work::new();
+    w.write("exit.py", "import sys\nsys.exit(42)\n");
+    w.manifest(&simple_template(&py, "exit.py", ""), &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(42), "{}", show(&out));
+
+    w.write("crash.py", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n");
+    w.manifest(&simple_template(&py, "crash.py", ""), &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(128 + 11), "{}", show(&out));
+
+    w.write("killed.py", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n");
+    w.manifest(&simple_template(&py, "killed.py", ""), &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", show(&out));
+}
+
+fn modified_trusted_script_is_refused_before_start() {
+    let py = python();
+    let w = Work::new();
+    fs::create_dir(w.path().join("out")).unwrap();
+    w.write("app.py", "open('/out/started', 'w').write('yes')\n");
+    let template = simple_template(&py, "app.py", "")
+        .replace("  { type = \"tmpfs\"", "  { path = \"/out\", uri = \"file:out\" },\n  { type = \"tmpfs\"");
+    w.manifest(&template, &[]);
+    w.write("app.py", "open('/out/started', 'w').write('tampered')\n");
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(libos::exit::TRUSTED_FILE.into()), "{}", show(&out));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("trusted file file:app.py was modified"), "{stderr}");
+    assert!(stderr.contains("the program was not started"), "{stderr}");
+    assert!(!w.path().join("out/started").exists(), "the program ran");
+}
+
+fn verified_bytes_are_served_after_host_modification() {
+    let py = python();
+    let w = Work::new();
+    fs::create_dir(w.path().join("sync")).unwrap();
+    w.write("model.txt", "original model\n");
+    w.write(
+        "app.py",
+        "import os, time\nopen('/sync/ready', 'w').close()\nwhile not os.path.exists('/sync/go'):\n    time.sleep(0.02)\n\
+         print(open('model.txt').read(), end='')\n",
+    );
+    let template = simple_template(&py, "app.py", "")
+        .replace("  { type = \"tmpfs\"", "  { path = \"/sync\", uri = \"file:sync\" },\n  { type = \"tmpfs\"")
+        .replace(
+            "sgx.trusted_files = [ \"file:app.py\" ]",
+            "sgx.trusted_files = [ \"file:app.py\", \"file:model.txt\" ]",
+        );
+    w.manifest(&template, &[]);
+    let child = w.launch("app.manifest", &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    wait_for(&w.path().join("sync/ready"));
+    // The host changes the trusted file after verification (an in-place write, same inode).
+    fs::write(w.path().join("model.txt"), "tampered model!\n").unwrap();
+    fs::write(w.path().join("sync/go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_clean_after(pid, w.path());
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "original model\n", "the program must see exactly the verified bytes");
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "timed out waiting for {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn killed_launcher_takes_the_program_with_it() {
+    let py = python();
+    let w = Work::new();
+    fs::create_dir(w.path().join("sync")).unwrap();
+    w.write("app.py", "import os, time\nopen('/sync/pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n");
+    let template = simple_template(&py, "app.py", "").replace(
+        "  { type = \"tmpfs\"",
+        "  { path = \"/sync\", uri = \"file:sync\" },\n  { type = \"tmpfs\"",
+    );
+    w.manifest(&template, &[]);
+    let mut child =
+        w.launch("app.manifest", &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let pid_file = w.path().join("sync/pid");
+    wait_for(&pid_file);
+    std::thread::sleep(Duration::from_millis(50));
+    let app_pid: u32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs in the launcher.
+    let status = child.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    // The program's pid is in the host's pid namespace; PDEATHSIG must have killed it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{app_pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{app_pid}/stat")).unwrap_or_default().contains(") Z")
+    {
+        assert!(Instant::now() < deadline, "the program survived its launcher");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The namespace died with its last process: nothing is mounted on the host. Only the
+    // empty staging directory can remain after a SIGKILL; remove it like a cleaner would.
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(&format!("pfs-run-{}-", child.id())), "{mounts}");
+    for e in fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&format!("pfs-run-{}-", child.id())) {
+            fs::remove_dir(e.path()).expect("the leftover staging directory is empty");
+        }
+    }
+}
+
+fn mounts_are_invisible_on_the_host_during_the_run() {
+    let py = python();
+    let w = Work::new();
+    fs::create_dir(w.path().join("sync")).unwrap();
+    w.write(
+        "app.py",
+        "import os, time\nopen('/sync/ready', 'w').close()\nwhile not os.path.exists('/sync/go'):\n    time.sleep(0.02)\n",
+    );
+    let template = simple_template(&py, "app.py", "").replace(
+        "  { type = \"tmpfs\"",
+        "  { path = \"/sync\", uri = \"file:sync\" },\n  { type = \"tmpfs\"",
+    );
+    w.manifest(&template, &[]);
+    let child = w.launch("app.manifest", &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    wait_for(&w.path().join("sync/ready"));
+    let host_mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let ns_mounts = fs::read_to_string(format!("/proc/{pid}/mounts")).unwrap_or_default();
+    fs::write(w.path().join("sync/go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_clean_after(pid, w.path());
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!host_mounts.contains("pfs-run-"), "view mounts leaked to the host: {host_mounts}");
+    assert!(
+        ns_mounts.contains(&format!("pfs-run-{pid}-")),
+        "the launcher's namespace holds the view: {ns_mounts}"
+    );
+}
+
+fn launcher_failures_have_named_exit_codes() {
+    let py = python();
+    let w = Work::new();
+    w.write("app.py", "print('hi')\n");
+
+    // Entrypoint missing from the view.
+    w.manifest(&simple_template(&py, "app.py", "").replacen(&py.exe, "/nonexistent/python3", 1), &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(libos::exit::NOT_FOUND.into()), "{}", show(&out));
+    assert!(text(&out.stderr).contains("/nonexistent/python3"), "{}", show(&out));
+
+    // Encrypted mounts need pfs-fuse (no mounter given here).
+    fs::create_dir(w.path().join("enc")).unwrap();
+    let template =
+        simple_template(&py, "app.py", "fs.insecure__keys.default = \"00112233445566778899aabbccddeeff\"\n")
+            .replace(
+                "  { type = \"tmpfs\"",
+                "  { type = \"encrypted\", path = \"/data\", uri = \"file:enc/\" },\n  { type = \"tmpfs\"",
+            );
+    w.manifest(&template, &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(libos::exit::VIEW.into()), "{}", show(&out));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("needs pfs-fuse"), "{stderr}");
+    assert!(stderr.contains("insecure configuration"), "{stderr}");
+
+    // Invalid manifest.
+    fs::write(w.path().join("app.manifest"), "libos.entrypoint = 3\n").unwrap();
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(libos::exit::MANIFEST.into()), "{}", show(&out));
+    assert!(text(&out.stderr).contains("line 1: `libos.entrypoint`"), "{}", show(&out));
+
+    // Missing manifest.
+    fs::remove_file(w.path().join("app.manifest")).unwrap();
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(libos::exit::MANIFEST.into()), "{}", show(&out));
+}
+
+fn cmdline_argv_and_unknown_keys_at_run_time() {
+    let py = python();
+    let w = Work::new();
+    w.write("args.py", "import sys\nprint(sys.argv[1:])\n");
+    let template = format!(
+        "libos.entrypoint = \"{exe}\"\nloader.insecure__use_cmdline_argv = true\nfs.mounts = [\n{mounts}]\n\
+         sgx.trusted_files = [ \"file:args.py\" ]\n",
+        exe = py.exe,
+        mounts = runtime_mounts(&py)
+    );
+    let built = w.manifest(&template, &[]);
+    // Gramine's runtime ignores unknown keys: add one after the build.
+    fs::write(w.path().join("app.manifest"), format!("{}\n[future]\nfeature = 1\n", built.manifest.text()))
+        .unwrap();
+    // Gramine's NAME convention: `app` means `app.manifest`.
+    let child = w.launch("app", &["args.py", "-x", "two words"]).output().unwrap();
+    assert_eq!(child.status.code(), Some(0), "{}", show(&child));
+    assert_eq!(text(&child.stdout), "['-x', 'two words']\n");
+    assert!(text(&child.stderr).contains("`future`: unknown key, ignored"), "{}", show(&child));
+}
+
+fn mountpoints_created_in_host_directories_are_removed() {
+    let py = python();
+    let w = Work::new();
+    // `/data` comes from fs.root (the work directory); mounting below it needs a
+    // mountpoint inside the host directory, which must disappear after the run.
+    fs::create_dir(w.path().join("data")).unwrap();
+    w.write(
+        "app.py",
+        "import os\nassert os.listdir('/data/scratch') == []\nopen('/data/scratch/x', 'w').write('t')\n",
+    );
+    let template = simple_template(&py, "app.py", "").replace(
+        "  { type = \"tmpfs\", path = \"/tmp\" }",
+        "  { type = \"tmpfs\", path = \"/data/scratch/\" }",
+    );
+    w.manifest(&template, &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let left: Vec<PathBuf> =
+        fs::read_dir(w.path().join("data")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "mountpoint left in the host directory: {left:?}");
+}
