@@ -53,7 +53,7 @@ pub fn run_manifest(args: &ManifestArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&args.output, built.manifest.text())
         .with_context(|| format!("writing {}", args.output.display()))?;
-    println!("wrote {} ({} trusted files)", args.output.display(), built.manifest.trusted_files.len());
+    println!("wrote {} with {} trusted file(s)", args.output.display(), built.manifest.trusted_files.len());
     println!("simulated measurement (NOT an SGX MRENCLAVE): {}", built.measurement);
     Ok(())
 }
