@@ -206,11 +206,12 @@ pub enum LaunchError {
     #[error("cannot {0}: {1}")]
     Process(&'static str, io::Error),
     /// The program could not be started inside the view.
-    #[error("cannot start {program} in the app's view: {stage}: {source}{}",
-        if source.raw_os_error() == Some(libc::ENOENT) { " (is it reachable through fs.root or an fs.mounts entry?)" } else { "" })]
+    #[error("cannot start {program} in the app's view: {stage}: {source}{hint}")]
     Start {
         /// The entrypoint.
         program: String,
+        /// What to check (may be empty).
+        hint: String,
         /// The step that failed.
         stage: &'static str,
         /// The error.
@@ -402,6 +403,13 @@ impl Launcher<'_> {
             }
             Ok(Spawned::Failed(stage, source)) => Err(LaunchError::Start {
                 program: program.clone(),
+                hint: match (view.interp_hint(), source.raw_os_error()) {
+                    (Some(hint), Some(libc::ENOENT)) => format!(" ({hint})"),
+                    (None, Some(libc::ENOENT)) => {
+                        " (is it reachable through fs.root or an fs.mounts entry?)".to_owned()
+                    }
+                    _ => String::new(),
+                },
                 stage: match stage {
                     ChildStage::DeathSignal => "PR_SET_PDEATHSIG",
                     ChildStage::Chroot => "chroot",

@@ -31,6 +31,7 @@ pub(crate) struct View {
     store: PathBuf,
     log: Vec<Action>,
     torn_down: bool,
+    interp_hint: Option<String>,
 }
 
 /// A trusted file whose bytes were verified and copied into the store.
@@ -62,6 +63,7 @@ impl View {
             staging,
             log: Vec::new(),
             torn_down: false,
+            interp_hint: None,
         };
         sys::mount_tmpfs(&view.staging, "mode=0700")
             .map_err(|e| LaunchError::view("mount the view's tmpfs", &view.staging, e))?;
@@ -143,8 +145,67 @@ impl View {
             }
         }
         self.provide_dev_and_proc()?;
+        self.provide_elf_interpreter(manifest, log)?;
         self.bind_verified(manifest, cwd, &verified, log)?;
         Ok(())
+    }
+
+    /// Gramine finds a program's ELF interpreter by its file name in the library
+    /// directories of the view, which is why manifests mount `gramine.runtimedir()` at `/lib`
+    /// and nothing at `/lib64`. When the entrypoint's `PT_INTERP` path does not exist in the
+    /// view but a file of that name does in `/lib`, `/lib64`, `/usr/lib` or `/usr/lib64`, bind
+    /// it at the `PT_INTERP` path — only if that path can be created in the view's own tmpfs
+    /// (never inside a host directory).
+    fn provide_elf_interpreter(&mut self, manifest: &Manifest, log: &Log) -> Result<(), LaunchError> {
+        let entry = if manifest.entrypoint.starts_with('/') {
+            manifest.entrypoint.clone()
+        } else {
+            format!("{}/{}", manifest.start_dir, manifest.entrypoint)
+        };
+        let Ok(host_entry) = self.resolve(&entry) else { return Ok(()) };
+        let Some(interp) = elf_interpreter(&host_entry) else { return Ok(()) };
+        let Ok(host_interp) = self.resolve(&interp) else { return Ok(()) };
+        if host_interp.is_file() {
+            return Ok(());
+        }
+        let name =
+            Path::new(&interp).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let found = ["/lib", "/lib64", "/usr/lib", "/usr/lib64"]
+            .iter()
+            .map(|dir| format!("{dir}/{name}"))
+            .find(|candidate| self.resolve(candidate).is_ok_and(|p| p.is_file()));
+        let Some(found) = found else {
+            self.interp_hint = Some(format!("its ELF interpreter {interp} is not in the view"));
+            return Ok(());
+        };
+        // The deepest existing ancestor of the missing path must be on the view's tmpfs.
+        let root_dev = fs::metadata(&self.root).map(|m| m.dev()).ok();
+        let mut ancestor = host_interp.as_path();
+        while !ancestor.exists() {
+            match ancestor.parent() {
+                Some(p) => ancestor = p,
+                None => break,
+            }
+        }
+        if fs::metadata(ancestor).map(|m| m.dev()).ok() != root_dev
+            || fs::symlink_metadata(&host_interp).is_ok()
+        {
+            self.interp_hint = Some(format!(
+                "its ELF interpreter {interp} does not resolve in the view (a mount provides a dangling link); \
+                 {found} exists: drop the mount that provides {interp}'s directory or mount the host's directory there"
+            ));
+            return Ok(());
+        }
+        let source = self.resolve(&found)?;
+        let target = self.mountpoint(&interp, false)?;
+        self.mount(|| sys::bind(&source, &target, false), "bind the ELF interpreter", &target)?;
+        log.debug(format_args!("ELF interpreter {interp} provided from {found}"));
+        Ok(())
+    }
+
+    /// A hint for "no such file" when the program cannot be started.
+    pub(crate) fn interp_hint(&self) -> Option<&str> {
+        self.interp_hint.as_deref()
     }
 
     fn mount(
@@ -463,6 +524,40 @@ impl Drop for View {
     fn drop(&mut self) {
         let _ = self.teardown();
     }
+}
+
+/// The `PT_INTERP` path of a 64-bit little-endian ELF file, if it has one.
+fn elf_interpreter(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::File::open(path).ok()?;
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0).ok()?;
+    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
+    let phoff = u64_at(&header, 0x20);
+    let phentsize = u64::from(u16_at(&header, 0x36));
+    let phnum = u64::from(u16_at(&header, 0x38));
+    if phentsize < 56 || phnum > 256 {
+        return None;
+    }
+    for i in 0..phnum {
+        let mut ph = [0u8; 56];
+        file.read_exact_at(&mut ph, phoff.checked_add(i * phentsize)?).ok()?;
+        if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == 3 {
+            let (offset, size) = (u64_at(&ph, 0x08), u64_at(&ph, 0x20));
+            if size == 0 || size > 4096 {
+                return None;
+            }
+            let mut buf = vec![0u8; size as usize];
+            file.read_exact_at(&mut buf, offset).ok()?;
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            return String::from_utf8(buf[..end].to_vec()).ok();
+        }
+    }
+    None
 }
 
 fn components(path: &str) -> Vec<String> {
