@@ -42,6 +42,8 @@ fn main() {
             "mountpoints_created_in_host_directories_are_removed",
             mountpoints_created_in_host_directories_are_removed,
         ),
+        ("unprivileged_user_gets_a_user_namespace", unprivileged_user_gets_a_user_namespace),
+        ("allowed_output_files_in_the_root_reach_the_host", allowed_output_files_in_the_root_reach_the_host),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
@@ -507,4 +509,58 @@ fn mountpoints_created_in_host_directories_are_removed() {
     let left: Vec<PathBuf> =
         fs::read_dir(w.path().join("data")).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(left.is_empty(), "mountpoint left in the host directory: {left:?}");
+}
+
+/// Not root: the launcher adds a user namespace (CI runs as root, so this case drops to
+/// `nobody` with setpriv to exercise that path, including read-only remounts of trusted
+/// files, which must keep the flags the kernel locks in a user namespace).
+fn unprivileged_user_gets_a_user_namespace() {
+    use std::os::unix::fs::PermissionsExt;
+    let py = python();
+    let w = Work::new();
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    w.write("app.py", "import os\nprint(os.getuid(), open('/etc-data.txt').read().strip())\nopen('/tmp/t', 'w').write('x')\n");
+    w.write("data.txt", "trusted data\n");
+    let template = simple_template(&py, "app.py", "")
+        .replace(
+            "  { type = \"tmpfs\"",
+            "  { path = \"/etc-data.txt\", uri = \"file:data.txt\" },\n  { type = \"tmpfs\"",
+        )
+        .replace(
+            "sgx.trusted_files = [ \"file:app.py\" ]",
+            "sgx.trusted_files = [ \"file:app.py\", \"file:data.txt\" ]",
+        );
+    w.manifest(&template, &[]);
+    let child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([LAUNCH, "app.manifest"])
+        .current_dir(w.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux) is needed to test the unprivileged path");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_clean_after(pid, w.path());
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "0 trusted data\n", "root inside the user namespace");
+}
+
+/// The paper's non-confidential pattern: the program writes `result.txt` in its working
+/// directory, which the manifest lists in `sgx.allowed_files`.
+fn allowed_output_files_in_the_root_reach_the_host() {
+    let py = python();
+    let w = Work::new();
+    w.write("app.py", "open('result.txt', 'w').write('42\\n')\nopen('/stray.txt', 'w').write('lost')\n");
+    let template =
+        simple_template(&py, "app.py", "sgx.allowed_files = [ \"file:result.txt\", \"file:unused.txt\" ]\n");
+    w.manifest(&template, &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(fs::read_to_string(w.path().join("result.txt")).unwrap(), "42\n");
+    assert!(!w.path().join("unused.txt").exists(), "an unused placeholder is removed");
+    assert!(!w.path().join("stray.txt").exists());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("created /stray.txt directly in the view's `/`"), "{stderr}");
 }

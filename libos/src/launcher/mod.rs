@@ -421,6 +421,14 @@ impl Launcher<'_> {
             Err(e) => Err(LaunchError::Process("fork", e)),
         };
         sys::restore_signals(previous);
+        let stray = view.stray_root_entries();
+        if !stray.is_empty() {
+            log.warn(format_args!(
+                "the program created {} directly in the view's `/`, which is a private tmpfs: discarded. Write \
+                 below a mounted directory, or list the file in sgx.allowed_files so it is backed by fs.root",
+                stray.join(", ")
+            ));
+        }
         let torn_down = view.teardown();
         let outcome = outcome?;
         if let Err(e) = torn_down {

@@ -21,6 +21,8 @@ use crate::sys;
 enum Action {
     Mounted(PathBuf),
     Created(PathBuf),
+    /// A placeholder host file for an allowed file; removed only if still empty.
+    Placeholder(PathBuf),
     Encrypted(Box<dyn EncryptedMount>),
 }
 
@@ -92,6 +94,7 @@ impl View {
     ) -> Result<(), LaunchError> {
         // Trusted files first: a mismatch stops the run before anything else happens.
         let verified = self.verify_trusted_files(&manifest.trusted_files, cwd, log)?;
+        self.allowed_file_placeholders(manifest, cwd, log)?;
         self.bind_root(&cwd.join(&manifest.root))?;
         let mut mounter = mounter;
         for mount in &manifest.mounts {
@@ -206,6 +209,56 @@ impl View {
     /// A hint for "no such file" when the program cannot be started.
     pub(crate) fn interp_hint(&self) -> Option<&str> {
         self.interp_hint.as_deref()
+    }
+
+    /// The view's `/` is a tmpfs holding binds of `fs.root`'s entries, so a file the program
+    /// creates directly in `/` would not reach the host. For each allowed file that sits
+    /// directly in `fs.root` and does not exist yet (Gramine's `result.txt` pattern), create
+    /// an empty host file first so it is bound like the others; it is removed again after
+    /// the run if it is still empty.
+    fn allowed_file_placeholders(
+        &mut self,
+        manifest: &Manifest,
+        cwd: &Path,
+        log: &Log,
+    ) -> Result<(), LaunchError> {
+        let Ok(root) = fs::canonicalize(cwd.join(&manifest.root)) else { return Ok(()) };
+        for uri in &manifest.allowed_files {
+            let Some(path) = uri.strip_prefix("file:").filter(|p| !p.ends_with('/')) else { continue };
+            let host = cwd.join(path);
+            let parent = host.parent().and_then(|p| fs::canonicalize(p).ok());
+            if parent.as_deref() != Some(root.as_path()) || fs::symlink_metadata(&host).is_ok() {
+                continue;
+            }
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&host)
+                .map_err(|e| LaunchError::view("create the allowed file", &host, e))?;
+            log.debug(format_args!("created placeholder for allowed file {}", host.display()));
+            self.log.push(Action::Placeholder(host));
+        }
+        Ok(())
+    }
+
+    /// Names the program created directly in the view's `/` (a tmpfs: they are discarded).
+    pub(crate) fn stray_root_entries(&self) -> Vec<String> {
+        let ours: std::collections::HashSet<&Path> = self
+            .log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Created(p) | Action::Mounted(p) => Some(p.as_path()),
+                _ => None,
+            })
+            .collect();
+        let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
+        let mut stray: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| !ours.contains(e.path().as_path()))
+            .map(|e| format!("/{}", e.file_name().to_string_lossy()))
+            .collect();
+        stray.sort();
+        stray
     }
 
     fn mount(
@@ -503,6 +556,11 @@ impl View {
                     };
                     r.map_err(|e| LaunchError::view("remove mountpoint", &p, e))
                 }
+                Action::Placeholder(p) => match fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_file() && m.len() == 0 => fs::remove_file(&p)
+                        .map_err(|e| LaunchError::view("remove the unused placeholder", &p, e)),
+                    _ => Ok(()),
+                },
                 Action::Encrypted(guard) => guard.unmount().map_err(|source| LaunchError::Encrypted {
                     path: String::new(),
                     uri: String::new(),
