@@ -20,8 +20,12 @@ const LAUNCH: &str = "__libos_launch";
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == LAUNCH) {
-        let code =
-            libos::launcher::main(Path::new(&args[2]), &args[3..], libos::launcher::Launcher::default());
+        let mut bind = BindMounter { log: std::env::var_os("LIBOS_TEST_BIND_MOUNTER").map(PathBuf::from) };
+        let launcher = libos::launcher::Launcher {
+            mounter: if bind.log.is_some() { Some(&mut bind) } else { None },
+            key_provider: None,
+        };
+        let code = libos::launcher::main(Path::new(&args[2]), &args[3..], launcher);
         std::process::exit(code.into());
     }
     let filter: Option<String> =
@@ -44,6 +48,7 @@ fn main() {
         ),
         ("unprivileged_user_gets_a_user_namespace", unprivileged_user_gets_a_user_namespace),
         ("allowed_output_files_in_the_root_reach_the_host", allowed_output_files_in_the_root_reach_the_host),
+        ("encrypted_mount_seam_directory_and_single_file", encrypted_mount_seam_directory_and_single_file),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
@@ -563,4 +568,83 @@ fn allowed_output_files_in_the_root_reach_the_host() {
     assert!(!w.path().join("stray.txt").exists());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("created /stray.txt directly in the view's `/`"), "{stderr}");
+}
+
+/// A stand-in for pfs-fuse that exercises the [`libos::launcher::EncryptedMounter`] seam: it
+/// bind-mounts the backing directory in plaintext (with `mount(8)`, inside the launcher's
+/// namespace) and logs each request. The real mounter is wired in by the `pfs` binary.
+struct BindMounter {
+    log: Option<PathBuf>,
+}
+
+struct BindMount(PathBuf);
+
+impl libos::launcher::EncryptedMounter for BindMounter {
+    fn mount(
+        &mut self,
+        r: &libos::launcher::EncryptedMountRequest<'_>,
+    ) -> Result<Box<dyn libos::launcher::EncryptedMount>, libos::launcher::SeamError> {
+        use std::io::Write;
+        let line = format!("{} {} {} {}\n", r.view_path, r.uri, r.key_name, r.key.is_some());
+        let mut f = fs::OpenOptions::new().append(true).create(true).open(self.log.as_ref().unwrap())?;
+        f.write_all(line.as_bytes())?;
+        let status = Command::new("mount").arg("--bind").arg(r.host_dir).arg(r.target).status()?;
+        if !status.success() {
+            return Err(format!("mount --bind failed: {status}").into());
+        }
+        Ok(Box::new(BindMount(r.target.to_owned())))
+    }
+}
+
+impl libos::launcher::EncryptedMount for BindMount {
+    fn unmount(self: Box<Self>) -> Result<(), libos::launcher::SeamError> {
+        let status = Command::new("umount").arg(&self.0).status()?;
+        if !status.success() {
+            return Err(format!("umount failed: {status}").into());
+        }
+        Ok(())
+    }
+}
+
+fn encrypted_mount_seam_directory_and_single_file() {
+    let py = python();
+    let w = Work::new();
+    w.write("enc/input.txt", "input\n");
+    w.write("enc2/model.bin", "model\n");
+    w.write(
+        "app.py",
+        "open('/out/result.txt', 'w').write(open('/data/input.txt').read() + open('/model.bin').read())\n\
+         open('/data/new.txt', 'w').write('new')\n",
+    );
+    let template = simple_template(
+        &py,
+        "app.py",
+        "fs.insecure__keys.default = \"00112233445566778899aabbccddeeff\"\n",
+    )
+    .replace(
+        "  { type = \"tmpfs\"",
+        "  { type = \"encrypted\", path = \"/data/\", uri = \"file:enc/\" },\n  \
+         { type = \"encrypted\", path = \"/out/result.txt\", uri = \"file:result.txt\", key_name = \"k2\" },\n  \
+         { type = \"encrypted\", path = \"/model.bin\", uri = \"file:./enc2//model.bin\" },\n  { type = \"tmpfs\"",
+    );
+    w.manifest(&template, &[]);
+    let log = w.path().join("mounter.log");
+    let child = w
+        .launch("app.manifest", &[])
+        .env("LIBOS_TEST_BIND_MOUNTER", &log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_clean_after(pid, w.path());
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(fs::read_to_string(w.path().join("result.txt")).unwrap(), "input\nmodel\n");
+    assert_eq!(fs::read_to_string(w.path().join("enc/new.txt")).unwrap(), "new");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "/data enc default true\n/out/result.txt . k2 false\n/model.bin enc2 default true\n",
+        "directory URIs without `/`, relative kept relative, one request per directory"
+    );
 }

@@ -39,24 +39,25 @@ pub const SECRET_PROV_LIBRARY: &str = "libsecret_prov_attest.so";
 /// A boxed error from a seam implementation.
 pub type SeamError = Box<dyn StdError + Send + Sync>;
 
-/// What an encrypted mount needs (spec §4.2).
+/// What an encrypted mount needs (spec §4.2). Always a directory: a single-file mount is
+/// served by mounting the file's host directory on a private scratch directory, and the
+/// launcher binds the one file into the view.
 #[derive(Debug)]
 pub struct EncryptedMountRequest<'a> {
-    /// The mount's `path` inside the view (for messages).
+    /// The manifest entry's `path` inside the view (for messages).
     pub view_path: &'a str,
-    /// The normalised host path from the URI, without `file:` and without a trailing `/`;
-    /// relative stays relative. Files below the mount are bound to `uri/REL`.
+    /// The normalised host path of the directory as the manifest names it, without `file:`
+    /// and without a trailing `/` (relative stays relative; `.` for the cwd). A file at `REL`
+    /// below the mount is bound to `normalize(uri/REL)`: pass it as pfs-fuse's path prefix.
     pub uri: &'a str,
-    /// The backing host file or directory (`uri` resolved against the launcher's cwd).
-    pub host_path: &'a Path,
-    /// Whether the mount is a directory (URI ends in `/` or names a directory).
-    pub is_dir: bool,
-    /// Where to mount (a host path inside the private namespace, already created).
+    /// The backing host directory (`uri` resolved against the launcher's cwd).
+    pub host_dir: &'a Path,
+    /// Where to mount: an existing directory inside the private namespace.
     pub target: &'a Path,
     /// `key_name` (default `default`).
     pub key_name: &'a str,
-    /// The key's value, or `None` when no key of that name is known (files then fail with
-    /// EACCES, as in Gramine).
+    /// The key's value, or `None` when no key of that name is known (Gramine then fails
+    /// every open with EACCES).
     pub key: Option<&'a pfs_core::Key>,
     /// `enable_recovery` (accepted, ignored).
     pub enable_recovery: bool,
@@ -360,12 +361,6 @@ impl Launcher<'_> {
             .iter()
             .map(|(name, key)| (name.clone(), pfs_core::Key::from_bytes(key.0)))
             .collect();
-        if !keys.is_empty() {
-            log.warn(format_args!(
-                "insecure configuration: keys {:?} come from fs.insecure__keys in the manifest",
-                keys.keys().collect::<Vec<_>>()
-            ));
-        }
         let mut env = build_env(manifest, &cwd, &log)?;
         self.provision(manifest, &measurement, &cwd, &mut env, &mut keys, &log)?;
         let argv = build_argv(manifest, args, &cwd, &log)?;

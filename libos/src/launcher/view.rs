@@ -34,6 +34,16 @@ pub(crate) struct View {
     log: Vec<Action>,
     torn_down: bool,
     interp_hint: Option<String>,
+    /// Scratch mounts serving single-file encrypted mounts, by (directory URI, key name).
+    file_mounts: BTreeMap<(String, String), PathBuf>,
+}
+
+/// The parts of an encrypted mount entry shared by its directory and file forms.
+struct EncryptedSpec<'a> {
+    view_path: &'a str,
+    key_name: &'a str,
+    key: Option<&'a pfs_core::Key>,
+    enable_recovery: bool,
 }
 
 /// A trusted file whose bytes were verified and copied into the store.
@@ -66,6 +76,7 @@ impl View {
             log: Vec::new(),
             torn_down: false,
             interp_hint: None,
+            file_mounts: BTreeMap::new(),
         };
         sys::mount_tmpfs(&view.staging, "mode=0700")
             .map_err(|e| LaunchError::view("mount the view's tmpfs", &view.staging, e))?;
@@ -116,25 +127,19 @@ impl View {
                     let Some(mounter) = mounter.as_deref_mut() else {
                         return Err(LaunchError::EncryptedUnavailable { path: mount.path.clone() });
                     };
-                    let host_path = cwd.join(uri);
-                    let is_dir = uri.ends_with('/') || host_path.is_dir();
-                    let target = self.mountpoint(&mount.path, is_dir)?;
-                    let request = EncryptedMountRequest {
+                    let spec = EncryptedSpec {
                         view_path: &mount.path,
-                        uri: uri.trim_end_matches('/'),
-                        host_path: &host_path,
-                        is_dir,
-                        target: &target,
                         key_name,
                         key: keys.get(key_name),
                         enable_recovery: *enable_recovery,
                     };
-                    let guard = mounter.mount(&request).map_err(|source| LaunchError::Encrypted {
-                        path: mount.path.clone(),
-                        uri: uri.clone(),
-                        source,
-                    })?;
-                    self.log.push(Action::Encrypted(guard));
+                    let host_path = cwd.join(uri.trim_end_matches('/'));
+                    if uri.ends_with('/') || host_path.is_dir() {
+                        let target = self.mountpoint(&mount.path, true)?;
+                        self.encrypted_dir(mounter, &spec, uri.trim_end_matches('/'), &host_path, &target)?;
+                    } else {
+                        self.encrypted_file(mounter, &spec, uri, cwd)?;
+                    }
                     log.debug(format_args!("encrypted mount of {uri} at {}", mount.path));
                 }
             }
@@ -209,6 +214,83 @@ impl View {
     /// A hint for "no such file" when the program cannot be started.
     pub(crate) fn interp_hint(&self) -> Option<&str> {
         self.interp_hint.as_deref()
+    }
+
+    /// Asks the mounter to serve the protected files of `host_dir` (bound to `uri/REL`) at
+    /// `target`.
+    fn encrypted_dir(
+        &mut self,
+        mounter: &mut dyn EncryptedMounter,
+        spec: &EncryptedSpec<'_>,
+        uri: &str,
+        host_dir: &Path,
+        target: &Path,
+    ) -> Result<(), LaunchError> {
+        let request = EncryptedMountRequest {
+            view_path: spec.view_path,
+            uri,
+            host_dir,
+            target,
+            key_name: spec.key_name,
+            key: spec.key,
+            enable_recovery: spec.enable_recovery,
+        };
+        let guard = mounter.mount(&request).map_err(|source| LaunchError::Encrypted {
+            path: spec.view_path.to_owned(),
+            uri: uri.to_owned(),
+            source,
+        })?;
+        self.log.push(Action::Encrypted(guard));
+        Ok(())
+    }
+
+    /// A single-file encrypted mount (`uri` names a file, e.g. an output `result.txt`): the
+    /// file's host directory is served on a private scratch directory (once per directory
+    /// and key), and the one file is bound at the mount's path. A missing file is created
+    /// through the mount (so it is a valid encrypted file from the start); an existing one
+    /// must open with the key, so a wrong key, a modified file or a stale file bound to
+    /// another path stops the run before the program starts.
+    fn encrypted_file(
+        &mut self,
+        mounter: &mut dyn EncryptedMounter,
+        spec: &EncryptedSpec<'_>,
+        uri: &str,
+        cwd: &Path,
+    ) -> Result<(), LaunchError> {
+        let (dir_uri, name) = match uri.rsplit_once('/') {
+            Some(("", name)) => ("/", name),
+            Some((dir, name)) => (dir, name),
+            None => (".", uri),
+        };
+        let cache_key = (dir_uri.to_owned(), spec.key_name.to_owned());
+        let scratch = match self.file_mounts.get(&cache_key) {
+            Some(scratch) => scratch.clone(),
+            None => {
+                let scratch = self.staging.join(format!("encrypted-{}", self.file_mounts.len()));
+                fs::create_dir(&scratch).map_err(|e| LaunchError::view("create", &scratch, e))?;
+                self.encrypted_dir(mounter, spec, dir_uri, &cwd.join(dir_uri), &scratch)?;
+                self.file_mounts.insert(cache_key, scratch.clone());
+                scratch
+            }
+        };
+        let inner = scratch.join(name);
+        let opened = if fs::symlink_metadata(&inner).is_ok() {
+            fs::File::open(&inner).map(drop)
+        } else {
+            fs::File::create(&inner).map(drop)
+        };
+        opened.map_err(|e| LaunchError::Encrypted {
+            path: spec.view_path.to_owned(),
+            uri: uri.to_owned(),
+            source: format!(
+                "cannot open it with key {:?}: {e} (wrong or missing key, a modified file, or a file encrypted \
+                 for another path, e.g. a stale output of an earlier run that must be deleted)",
+                spec.key_name
+            )
+            .into(),
+        })?;
+        let target = self.mountpoint(spec.view_path, false)?;
+        self.mount(|| sys::bind(&inner, &target, false), "bind the encrypted file", &target)
     }
 
     /// The view's `/` is a tmpfs holding binds of `fs.root`'s entries, so a file the program
