@@ -49,6 +49,8 @@ fn main() {
         ("unprivileged_user_gets_a_user_namespace", unprivileged_user_gets_a_user_namespace),
         ("allowed_output_files_in_the_root_reach_the_host", allowed_output_files_in_the_root_reach_the_host),
         ("encrypted_mount_seam_directory_and_single_file", encrypted_mount_seam_directory_and_single_file),
+        ("sigterm_is_forwarded_and_the_launcher_cleans_up", sigterm_is_forwarded_and_the_launcher_cleans_up),
+        ("log_level_and_log_file", log_level_and_log_file),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
@@ -647,4 +649,43 @@ fn encrypted_mount_seam_directory_and_single_file() {
         "/data enc default true\n/out/result.txt . k2 false\n/model.bin enc2 default true\n",
         "directory URIs without `/`, relative kept relative, one request per directory"
     );
+}
+
+fn sigterm_is_forwarded_and_the_launcher_cleans_up() {
+    let py = python();
+    let w = Work::new();
+    fs::create_dir(w.path().join("sync")).unwrap();
+    w.write(
+        "app.py",
+        "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n\
+         open('/sync/ready', 'w').close()\ntime.sleep(60)\n",
+    );
+    let template = simple_template(&py, "app.py", "").replace(
+        "  { type = \"tmpfs\"",
+        "  { path = \"/sync\", uri = \"file:sync\" },\n  { type = \"tmpfs\"",
+    );
+    w.manifest(&template, &[]);
+    let child = w.launch("app.manifest", &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    wait_for(&w.path().join("sync/ready"));
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_clean_after(pid, w.path());
+    assert_eq!(out.status.code(), Some(7), "the program's own exit status, after SIGTERM: {}", show(&out));
+}
+
+fn log_level_and_log_file() {
+    let py = python();
+    let w = Work::new();
+    w.write("app.py", "print('out')\n");
+    let template =
+        simple_template(&py, "app.py", "loader.log_level = \"debug\"\nloader.log_file = \"launcher.log\"\n");
+    w.manifest(&template, &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stderr).lines().count(), 1, "only the simulated-TEE line: {}", show(&out));
+    let log = fs::read_to_string(w.path().join("launcher.log")).unwrap();
+    assert!(log.contains("pfs run: debug: simulated measurement (NOT an SGX MRENCLAVE): "), "{log}");
+    assert!(log.contains("pfs run: debug: starting "), "{log}");
 }

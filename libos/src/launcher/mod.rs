@@ -246,28 +246,56 @@ impl LaunchError {
     }
 }
 
-/// Launcher output, filtered by `loader.log_level`. Warnings about insecure settings are
-/// printed unless the level is `none`.
+/// Launcher output, filtered by `loader.log_level`, to stderr or appended to
+/// `loader.log_file`. Warnings about insecure settings are printed unless the level is
+/// `none`; fatal errors always reach stderr.
 pub(crate) struct Log {
     level: LogLevel,
+    file: Option<std::fs::File>,
 }
 
 impl Log {
+    /// The log a manifest asks for (`loader.log_file` is a host path, relative to the cwd).
+    fn for_manifest(manifest: &Manifest) -> Log {
+        let file = manifest.log_file.as_ref().and_then(|path| {
+            match std::fs::OpenOptions::new().append(true).create(true).open(path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    eprintln!("pfs run: warning: cannot open loader.log_file {path}: {e}; logging to stderr");
+                    None
+                }
+            }
+        });
+        Log { level: manifest.log_level, file }
+    }
+
+    fn emit(&self, kind: &str, args: fmt::Arguments<'_>) {
+        use std::io::Write;
+        let line = format!("pfs run: {kind}: {args}\n");
+        match &self.file {
+            Some(file) => {
+                let mut file: &std::fs::File = file;
+                let _ = file.write_all(line.as_bytes());
+            }
+            None => eprint!("{line}"),
+        }
+    }
+
     pub(crate) fn warn(&self, args: fmt::Arguments<'_>) {
         if self.level > LogLevel::None {
-            eprintln!("pfs run: warning: {args}");
+            self.emit("warning", args);
         }
     }
 
     pub(crate) fn debug(&self, args: fmt::Arguments<'_>) {
         if self.level >= LogLevel::Debug {
-            eprintln!("pfs run: debug: {args}");
+            self.emit("debug", args);
         }
     }
 
     fn error(&self, args: fmt::Arguments<'_>) {
         if self.level > LogLevel::None {
-            eprintln!("pfs run: error: {args}");
+            self.emit("error", args);
         }
     }
 }
@@ -318,7 +346,7 @@ pub fn main(manifest: &Path, args: &[OsString], launcher: Launcher<'_>) -> u8 {
     let result = enter_namespace().and_then(|()| {
         let path = resolve_manifest_path(manifest);
         let (manifest, warnings) = Manifest::load(&path, Mode::Run)?;
-        let log = Log { level: manifest.log_level };
+        let log = Log::for_manifest(&manifest);
         for w in &warnings {
             log.warn(format_args!("{}: {w}", path.display()));
         }
@@ -348,7 +376,7 @@ pub fn resolve_manifest_path(path: &Path) -> PathBuf {
 impl Launcher<'_> {
     /// Runs `manifest` with command-line `args`. [`enter_namespace`] must have succeeded.
     pub fn run(mut self, manifest: &Manifest, args: &[OsString]) -> Result<WaitOutcome, LaunchError> {
-        let log = Log { level: manifest.log_level };
+        let log = Log::for_manifest(manifest);
         let cwd =
             std::env::current_dir().map_err(|e| LaunchError::Config(format!("cannot get the cwd: {e}")))?;
         check_launcher_pin(manifest)?;
@@ -391,10 +419,12 @@ impl Launcher<'_> {
                 .map_err(config)?,
         };
         log.debug(format_args!("starting {program}"));
-        let previous = sys::ignore_interactive_signals();
         let outcome = match sys::spawn(&plan) {
             Ok(Spawned::Running(pid)) => {
-                sys::wait(pid).map_err(|e| LaunchError::Process("wait for the program", e))
+                let saved = sys::supervise_signals(pid);
+                let waited = sys::wait(pid).map_err(|e| LaunchError::Process("wait for the program", e));
+                sys::restore_signals(saved);
+                waited
             }
             Ok(Spawned::Failed(stage, source)) => Err(LaunchError::Start {
                 program: program.clone(),
@@ -415,7 +445,6 @@ impl Launcher<'_> {
             }),
             Err(e) => Err(LaunchError::Process("fork", e)),
         };
-        sys::restore_signals(previous);
         let stray = view.stray_root_entries();
         if !stray.is_empty() {
             log.warn(format_args!(
@@ -649,7 +678,7 @@ mod tests {
         Manifest::parse(text, Mode::Run).unwrap().0
     }
 
-    const QUIET: Log = Log { level: LogLevel::None };
+    const QUIET: Log = Log { level: LogLevel::None, file: None };
 
     #[test]
     fn argv_rules() {

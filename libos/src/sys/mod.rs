@@ -278,19 +278,51 @@ pub(crate) fn wait(pid: libc::pid_t) -> io::Result<WaitOutcome> {
     }
 }
 
-/// Ignores SIGINT and SIGQUIT in the launcher while the program runs (the terminal sends
-/// them to the program too; the launcher must survive to clean up), like `system(3)`.
-/// Returns the previous handlers for [`restore_signals`].
-pub(crate) fn ignore_interactive_signals() -> [libc::sighandler_t; 2] {
-    // SAFETY: installing SIG_IGN, a valid disposition, for two catchable signals.
-    unsafe { [libc::signal(libc::SIGINT, libc::SIG_IGN), libc::signal(libc::SIGQUIT, libc::SIG_IGN)] }
+/// The program's pid, for the signal forwarder (0 when no program runs).
+static PROGRAM_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = PROGRAM_PID.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe and takes plain integers.
+        unsafe { libc::kill(pid, sig) };
+    }
 }
 
-/// Restores the handlers returned by [`ignore_interactive_signals`].
-pub(crate) fn restore_signals(previous: [libc::sighandler_t; 2]) {
-    // SAFETY: reinstalling dispositions that were installed before.
-    unsafe {
-        libc::signal(libc::SIGINT, previous[0]);
-        libc::signal(libc::SIGQUIT, previous[1]);
+/// Dispositions saved by [`supervise_signals`].
+pub(crate) struct SavedSignals([(libc::c_int, libc::sigaction); 4]);
+
+/// While the program runs: SIGINT and SIGQUIT are ignored by the launcher (the terminal
+/// delivers them to the program too, as with `system(3)`), and SIGTERM and SIGHUP are
+/// forwarded to the program, so that the launcher outlives it and can flush and unmount.
+pub(crate) fn supervise_signals(program: libc::pid_t) -> SavedSignals {
+    PROGRAM_PID.store(program, std::sync::atomic::Ordering::Relaxed);
+    let install = |sig: libc::c_int, handler: libc::sighandler_t| {
+        // SAFETY: sigaction structs are plain-old-data; zeroed is valid (empty mask).
+        let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+        new.sa_sigaction = handler;
+        new.sa_flags = libc::SA_RESTART;
+        // SAFETY: as above.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers to initialised sigaction structs; `handler` is SIG_IGN or
+        // an async-signal-safe extern "C" function.
+        unsafe { libc::sigaction(sig, &new, &mut old) };
+        (sig, old)
+    };
+    let forward = forward_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    SavedSignals([
+        install(libc::SIGINT, libc::SIG_IGN),
+        install(libc::SIGQUIT, libc::SIG_IGN),
+        install(libc::SIGTERM, forward),
+        install(libc::SIGHUP, forward),
+    ])
+}
+
+/// Restores the dispositions saved by [`supervise_signals`].
+pub(crate) fn restore_signals(saved: SavedSignals) {
+    for (sig, old) in saved.0 {
+        // SAFETY: reinstalling a disposition the kernel returned earlier.
+        unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
     }
+    PROGRAM_PID.store(0, std::sync::atomic::Ordering::Relaxed);
 }
