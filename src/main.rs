@@ -1,8 +1,8 @@
 //! The `pfs` command line.
-#![forbid(unsafe_code)]
 //!
 //! `pfs run` creates a mount namespace, which requires a single-threaded process: nothing
 //! here may start a thread before `cmd_run::run_run` is called.
+#![forbid(unsafe_code)]
 
 mod cmd_run;
 
