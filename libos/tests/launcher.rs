@@ -21,9 +21,11 @@ fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == LAUNCH) {
         let mut bind = BindMounter { log: std::env::var_os("LIBOS_TEST_BIND_MOUNTER").map(PathBuf::from) };
+        let mut provider =
+            FixedKeyProvider { log: std::env::var_os("LIBOS_TEST_KEY_PROVIDER").map(PathBuf::from) };
         let launcher = libos::launcher::Launcher {
             mounter: if bind.log.is_some() { Some(&mut bind) } else { None },
-            key_provider: None,
+            key_provider: if provider.log.is_some() { Some(&mut provider) } else { None },
         };
         let code = libos::launcher::main(Path::new(&args[2]), &args[3..], launcher);
         std::process::exit(code.into());
@@ -51,6 +53,7 @@ fn main() {
         ("encrypted_mount_seam_directory_and_single_file", encrypted_mount_seam_directory_and_single_file),
         ("sigterm_is_forwarded_and_the_launcher_cleans_up", sigterm_is_forwarded_and_the_launcher_cleans_up),
         ("log_level_and_log_file", log_level_and_log_file),
+        ("secret_provisioning_seam", secret_provisioning_seam),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
@@ -688,4 +691,92 @@ fn log_level_and_log_file() {
     let log = fs::read_to_string(w.path().join("launcher.log")).unwrap();
     assert!(log.contains("pfs run: debug: simulated measurement (NOT an SGX MRENCLAVE): "), "{log}");
     assert!(log.contains("pfs run: debug: starting "), "{log}");
+}
+
+/// A stand-in for the attest client: releases a fixed key and logs what it was asked.
+struct FixedKeyProvider {
+    log: Option<PathBuf>,
+}
+
+impl libos::launcher::KeyProvider for FixedKeyProvider {
+    fn provision(
+        &mut self,
+        r: &libos::launcher::ProvisionRequest<'_>,
+    ) -> Result<libos::launcher::ProvisionedSecret, libos::launcher::SeamError> {
+        let ca = fs::read_to_string(r.ca_chain_host_path.as_ref().ok_or("no CA path")?)?;
+        let line = format!(
+            "{:?} {:?} {:?} {} {}",
+            r.servers,
+            r.ca_chain_view_path,
+            r.set_key,
+            ca.trim(),
+            r.measurement == &libos::measure(r.manifest)
+        );
+        fs::write(self.log.as_ref().unwrap(), line)?;
+        Ok(libos::launcher::ProvisionedSecret::Key {
+            name: r.set_key.ok_or("SECRET_PROVISION_SET_KEY missing")?.to_owned(),
+            key: pfs_core::Key::from_bytes([9; 16]),
+        })
+    }
+}
+
+fn secret_provisioning_seam() {
+    let py = python();
+    let w = Work::new();
+    w.write("ssl/ca.crt", "CA CERT\n");
+    w.write("enc/in.txt", "x");
+    w.write("app.py", "import os\nprint(os.environ.get('LD_PRELOAD'), os.path.exists('/data/in.txt'))\n");
+    let template = simple_template(
+        &py,
+        "app.py",
+        "loader.env.LD_PRELOAD = \"libsecret_prov_attest.so\"\n\
+         loader.env.SECRET_PROVISION_CONSTRUCTOR = \"1\"\n\
+         loader.env.SECRET_PROVISION_SET_KEY = \"default\"\n\
+         loader.env.SECRET_PROVISION_CA_CHAIN_PATH = \"/ssl/ca.crt\"\n\
+         loader.env.SECRET_PROVISION_SERVERS = \"localhost:4433\"\n",
+    )
+    .replace(
+        "  { type = \"tmpfs\"",
+        "  { path = \"/ssl/ca.crt\", uri = \"file:ssl/ca.crt\" },\n  \
+         { type = \"encrypted\", path = \"/data\", uri = \"file:enc/\" },\n  { type = \"tmpfs\"",
+    )
+    .replace(
+        "sgx.trusted_files = [ \"file:app.py\" ]",
+        "sgx.trusted_files = [ \"file:app.py\", \"file:ssl/ca.crt\" ]",
+    );
+    w.manifest(&template, &[]);
+    // The CA file changes after `pfs manifest`: the run must stop before any key server is asked.
+    w.write("ssl/ca.crt", "EVIL CA\n");
+    let (mounts, keys) = (w.path().join("mounter.log"), w.path().join("provider.log"));
+    let run = || {
+        let child = w
+            .launch("app.manifest", &[])
+            .env("LIBOS_TEST_BIND_MOUNTER", &mounts)
+            .env("LIBOS_TEST_KEY_PROVIDER", &keys)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert_clean_after(pid, w.path());
+        out
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(libos::exit::TRUSTED_FILE.into()), "{}", show(&out));
+    assert!(!keys.exists(), "the key provider was called before the trusted files were checked");
+
+    w.write("ssl/ca.crt", "CA CERT\n");
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "None True\n", "LD_PRELOAD stripped, encrypted mount served");
+    assert_eq!(
+        fs::read_to_string(&keys).unwrap(),
+        "[\"localhost:4433\"] Some(\"/ssl/ca.crt\") Some(\"default\") CA CERT true"
+    );
+    assert_eq!(
+        fs::read_to_string(&mounts).unwrap(),
+        "/data enc default true\n",
+        "the provisioned key is used"
+    );
 }

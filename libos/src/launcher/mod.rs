@@ -89,7 +89,8 @@ pub struct ProvisionRequest<'a> {
     pub servers: Vec<String>,
     /// `SECRET_PROVISION_CA_CHAIN_PATH` as written (an in-view path).
     pub ca_chain_view_path: Option<&'a str>,
-    /// The same path on the host (through the manifest's mount table, against the cwd).
+    /// Where to read it: the launcher's verified copy when it is a trusted file (as it
+    /// should be), else the host path it maps to through the mount table.
     pub ca_chain_host_path: Option<PathBuf>,
     /// `SECRET_PROVISION_SET_KEY`: install the secret as this key.
     pub set_key: Option<&'a str>,
@@ -106,6 +107,15 @@ pub enum ProvisionedSecret {
     },
     /// Any other secret: exported as `SECRET_PROVISION_SECRET_STRING`.
     String(String),
+}
+
+impl fmt::Debug for ProvisionedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProvisionedSecret::Key { name, .. } => write!(f, "Key({name:?}, <redacted>)"),
+            ProvisionedSecret::String(_) => f.write_str("String(<redacted>)"),
+        }
+    }
 }
 
 /// Obtains secrets from a key server after attestation (the attest client implements this).
@@ -390,18 +400,30 @@ impl Launcher<'_> {
             .map(|(name, key)| (name.clone(), pfs_core::Key::from_bytes(key.0)))
             .collect();
         let mut env = build_env(manifest, &cwd, &log)?;
-        self.provision(manifest, &measurement, &cwd, &mut env, &mut keys, &log)?;
         let argv = build_argv(manifest, args, &cwd, &log)?;
 
         let mut view = view::View::new()?;
+        view.verify_trusted_files(&manifest.trusted_files, &cwd, &log)?;
+        let preloaded = strip_secret_prov_preload(&mut env);
+        let ca = if preloaded {
+            ca_chain_host_path(manifest, &cwd, |host| view.verified_copy(host).map(Path::to_owned), &log)
+        } else {
+            None
+        };
+        match self.provision(manifest, &measurement, ca, preloaded, &log)? {
+            Some(ProvisionedSecret::Key { name, key }) => {
+                log.debug(format_args!("key {name:?} provisioned"));
+                keys.insert(name, key);
+            }
+            Some(ProvisionedSecret::String(s)) => {
+                env.push(("SECRET_PROVISION_SECRET_STRING".into(), s.into()))
+            }
+            None => {}
+        }
         view.build(manifest, &cwd, &keys, self.mounter.take(), &log)?;
         drop(keys);
 
-        let program = if manifest.entrypoint.starts_with('/') {
-            manifest.entrypoint.clone()
-        } else {
-            format!("{}/{}", manifest.start_dir.trim_end_matches('/'), manifest.entrypoint)
-        };
+        let program = manifest.entrypoint_in_view();
         let plan = ExecPlan {
             root: sys::cpath(view.root()).map_err(|e| LaunchError::view("use", view.root(), e))?,
             start_dir: cstr(&manifest.start_dir)?,
@@ -466,37 +488,27 @@ impl Launcher<'_> {
         Ok(outcome)
     }
 
-    /// Gramine's secret provisioning: when `LD_PRELOAD` names `libsecret_prov_attest.so`,
-    /// the launcher does what that library would do (then strips it from `LD_PRELOAD`).
+    /// Gramine's secret provisioning: when the manifest preloads `libsecret_prov_attest.so`
+    /// with `SECRET_PROVISION_CONSTRUCTOR=1`, the launcher does what that library would do,
+    /// before the program starts. Returns the released secret, if any was requested.
     fn provision(
         &mut self,
         manifest: &Manifest,
         measurement: &SimMeasurement,
-        cwd: &Path,
-        env: &mut Vec<(OsString, OsString)>,
-        keys: &mut BTreeMap<String, pfs_core::Key>,
+        ca_chain_host_path: Option<PathBuf>,
+        preloaded: bool,
         log: &Log,
-    ) -> Result<(), LaunchError> {
-        let Some(pos) = env.iter().position(|(k, _)| k == "LD_PRELOAD") else { return Ok(()) };
-        let preload = env[pos].1.to_string_lossy().into_owned();
-        let libs: Vec<&str> = preload.split([':', ' ']).filter(|s| !s.is_empty()).collect();
-        let is_marker = |l: &&str| Path::new(l).file_name().is_some_and(|n| n == SECRET_PROV_LIBRARY);
-        if !libs.iter().any(is_marker) {
-            return Ok(());
-        }
-        let rest: Vec<&str> = libs.iter().filter(|l| !is_marker(l)).copied().collect();
-        if rest.is_empty() {
-            env.remove(pos);
-        } else {
-            env[pos].1 = rest.join(":").into();
+    ) -> Result<Option<ProvisionedSecret>, LaunchError> {
+        if !preloaded {
+            return Ok(None);
         }
         let get = |name: &str| manifest.env.value(name);
         if !matches!(get("SECRET_PROVISION_CONSTRUCTOR"), Some("1" | "true" | "TRUE")) {
             log.warn(format_args!(
-                "{SECRET_PROV_LIBRARY} is preloaded without SECRET_PROVISION_CONSTRUCTOR=1: no secret is provisioned \
-                 before the program starts"
+                "{SECRET_PROV_LIBRARY} is preloaded without SECRET_PROVISION_CONSTRUCTOR=1: no secret is \
+                 provisioned before the program starts"
             ));
-            return Ok(());
+            return Ok(None);
         }
         let Some(provider) = self.key_provider.as_deref_mut() else {
             return Err(LaunchError::Keys(format!(
@@ -510,23 +522,56 @@ impl Launcher<'_> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
-        let ca = get("SECRET_PROVISION_CA_CHAIN_PATH");
         let request = ProvisionRequest {
             manifest,
             measurement,
             servers,
-            ca_chain_view_path: ca,
-            ca_chain_host_path: ca.and_then(|p| manifest.view_to_host(p)).map(|p| cwd.join(p)),
+            ca_chain_view_path: get("SECRET_PROVISION_CA_CHAIN_PATH"),
+            ca_chain_host_path,
             set_key: get("SECRET_PROVISION_SET_KEY"),
         };
-        match provider.provision(&request).map_err(|e| LaunchError::Keys(e.to_string()))? {
-            ProvisionedSecret::Key { name, key } => {
-                log.debug(format_args!("key {name:?} provisioned"));
-                keys.insert(name, key);
-            }
-            ProvisionedSecret::String(s) => env.push(("SECRET_PROVISION_SECRET_STRING".into(), s.into())),
+        let secret = provider.provision(&request).map_err(|e| LaunchError::Keys(e.to_string()))?;
+        Ok(Some(secret))
+    }
+}
+
+/// Removes `libsecret_prov_attest.so` from `LD_PRELOAD` (the launcher does its job) and
+/// says whether it was there.
+fn strip_secret_prov_preload(env: &mut Vec<(OsString, OsString)>) -> bool {
+    let Some(pos) = env.iter().position(|(k, _)| k == "LD_PRELOAD") else { return false };
+    let preload = env[pos].1.to_string_lossy().into_owned();
+    let libs: Vec<&str> = preload.split([':', ' ']).filter(|s| !s.is_empty()).collect();
+    let is_marker = |l: &&str| Path::new(l).file_name().is_some_and(|n| n == SECRET_PROV_LIBRARY);
+    if !libs.iter().any(is_marker) {
+        return false;
+    }
+    let rest: Vec<&str> = libs.iter().filter(|l| !is_marker(l)).copied().collect();
+    if rest.is_empty() {
+        env.remove(pos);
+    } else {
+        env[pos].1 = rest.join(":").into();
+    }
+    true
+}
+
+/// The host path to read `SECRET_PROVISION_CA_CHAIN_PATH` from: the verified copy when it
+/// is a trusted file (as it should be), else the host file it maps to, with a warning.
+fn ca_chain_host_path(
+    manifest: &Manifest,
+    cwd: &Path,
+    verified_copy: impl Fn(&Path) -> Option<PathBuf>,
+    log: &Log,
+) -> Option<PathBuf> {
+    let host = cwd.join(manifest.view_to_host(manifest.env.value("SECRET_PROVISION_CA_CHAIN_PATH")?)?);
+    match verified_copy(&host) {
+        Some(copy) => Some(copy),
+        None => {
+            log.warn(format_args!(
+                "SECRET_PROVISION_CA_CHAIN_PATH ({}) is not a trusted file: the key server's CA is not verified",
+                host.display()
+            ));
+            Some(host)
         }
-        Ok(())
     }
 }
 
@@ -745,18 +790,23 @@ mod tests {
              loader.env.SECRET_PROVISION_SERVERS = \"a:1;b:2\"\nloader.env.SECRET_PROVISION_CA_CHAIN_PATH = \"/ssl/ca.crt\"\n",
         );
         let mut env = build_env(&m, Path::new("/w"), &QUIET).unwrap();
-        let mut keys = BTreeMap::new();
+        assert!(strip_secret_prov_preload(&mut env));
+        assert_eq!(env.iter().find(|(k, _)| k == "LD_PRELOAD").unwrap().1, "libfoo.so");
+        assert!(!strip_secret_prov_preload(&mut env));
+
+        let ca = ca_chain_host_path(&m, Path::new("/w"), |_| None, &QUIET);
+        assert_eq!(ca.as_deref(), Some(Path::new("/w/ssl/ca.crt")));
+        let copy = ca_chain_host_path(&m, Path::new("/w"), |_| Some("/verified".into()), &QUIET);
+        assert_eq!(copy.as_deref(), Some(Path::new("/verified")));
+
         let mut provider = FixedKey;
         let mut launcher = Launcher { mounter: None, key_provider: Some(&mut provider) };
-        launcher.provision(&m, &measure(&m), Path::new("/w"), &mut env, &mut keys, &QUIET).unwrap();
-        assert!(keys.contains_key("default"));
-        assert_eq!(env.iter().find(|(k, _)| k == "LD_PRELOAD").unwrap().1, "libfoo.so");
+        let secret = launcher.provision(&m, &measure(&m), ca, true, &QUIET).unwrap();
+        assert!(matches!(secret, Some(ProvisionedSecret::Key { name, .. }) if name == "default"));
 
-        let mut env = build_env(&m, Path::new("/w"), &QUIET).unwrap();
-        let err = Launcher::default()
-            .provision(&m, &measure(&m), Path::new("/w"), &mut env, &mut keys, &QUIET)
-            .unwrap_err();
+        let err = Launcher::default().provision(&m, &measure(&m), None, true, &QUIET).unwrap_err();
         assert_eq!(err.exit_code(), exit::KEYS);
         assert!(err.to_string().contains("no attestation client"), "{err}");
+        assert!(Launcher::default().provision(&m, &measure(&m), None, false, &QUIET).unwrap().is_none());
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct View {
     interp_hint: Option<String>,
     /// Scratch mounts serving single-file encrypted mounts, by (directory URI, key name).
     file_mounts: BTreeMap<(String, String), PathBuf>,
+    /// Trusted files checked by [`View::verify_trusted_files`].
+    verified: Vec<Verified>,
 }
 
 /// The parts of an encrypted mount entry shared by its directory and file forms.
@@ -77,15 +79,16 @@ impl View {
             torn_down: false,
             interp_hint: None,
             file_mounts: BTreeMap::new(),
+            verified: Vec::new(),
         };
         sys::mount_tmpfs(&view.staging, "mode=0700")
             .map_err(|e| LaunchError::view("mount the view's tmpfs", &view.staging, e))?;
+        view.log.push(Action::Mounted(view.staging.clone()));
         for dir in [&view.root, &view.store] {
             fs::create_dir(dir).map_err(|e| LaunchError::view("create", dir, e))?;
         }
         fs::set_permissions(&view.root, fs::Permissions::from_mode(0o755))
             .map_err(|e| LaunchError::view("chmod", &view.root, e))?;
-        view.log.push(Action::Mounted(view.staging.clone()));
         Ok(view)
     }
 
@@ -94,7 +97,18 @@ impl View {
         &self.root
     }
 
+    /// The verified copy of a trusted host file, if it is one (compared after resolving
+    /// symlinks).
+    pub(crate) fn verified_copy(&self, host: &Path) -> Option<&Path> {
+        let host = fs::canonicalize(host).ok()?;
+        self.verified
+            .iter()
+            .find(|v| fs::canonicalize(&v.host).is_ok_and(|h| h == host))
+            .map(|v| v.copy.as_path())
+    }
+
     /// Builds the whole view for `manifest`, with relative URIs resolved against `cwd`.
+    /// [`View::verify_trusted_files`] must have run.
     pub(crate) fn build(
         &mut self,
         manifest: &Manifest,
@@ -103,8 +117,6 @@ impl View {
         mounter: Option<&mut dyn EncryptedMounter>,
         log: &Log,
     ) -> Result<(), LaunchError> {
-        // Trusted files first: a mismatch stops the run before anything else happens.
-        let verified = self.verify_trusted_files(&manifest.trusted_files, cwd, log)?;
         self.allowed_file_placeholders(manifest, cwd, log)?;
         self.bind_root(&cwd.join(&manifest.root))?;
         let mut mounter = mounter;
@@ -134,6 +146,12 @@ impl View {
                         enable_recovery: *enable_recovery,
                     };
                     let host_path = cwd.join(uri.trim_end_matches('/'));
+                    if uri.ends_with('/') && !host_path.exists() {
+                        // An output directory: create it, like the files that will appear in it.
+                        fs::create_dir_all(&host_path).map_err(|e| {
+                            LaunchError::view("create the encrypted directory", &host_path, e)
+                        })?;
+                    }
                     if uri.ends_with('/') || host_path.is_dir() {
                         let target = self.mountpoint(&mount.path, true)?;
                         self.encrypted_dir(mounter, &spec, uri.trim_end_matches('/'), &host_path, &target)?;
@@ -154,8 +172,10 @@ impl View {
         }
         self.provide_dev_and_proc()?;
         self.provide_elf_interpreter(manifest, log)?;
-        self.bind_verified(manifest, cwd, &verified, log)?;
-        Ok(())
+        let verified = std::mem::take(&mut self.verified);
+        let bound = self.bind_verified(manifest, cwd, &verified, log);
+        self.verified = verified;
+        bound
     }
 
     /// Gramine finds a program's ELF interpreter by its file name in the library
@@ -165,12 +185,7 @@ impl View {
     /// it at the `PT_INTERP` path — only if that path can be created in the view's own tmpfs
     /// (never inside a host directory).
     fn provide_elf_interpreter(&mut self, manifest: &Manifest, log: &Log) -> Result<(), LaunchError> {
-        let entry = if manifest.entrypoint.starts_with('/') {
-            manifest.entrypoint.clone()
-        } else {
-            format!("{}/{}", manifest.start_dir, manifest.entrypoint)
-        };
-        let Ok(host_entry) = self.resolve(&entry) else { return Ok(()) };
+        let Ok(host_entry) = self.resolve(&manifest.entrypoint_in_view()) else { return Ok(()) };
         let Some(interp) = elf_interpreter(&host_entry) else { return Ok(()) };
         let Ok(host_interp) = self.resolve(&interp) else { return Ok(()) };
         if host_interp.is_file() {
@@ -355,13 +370,14 @@ impl View {
     }
 
     /// Reads each trusted file once, checks its SHA-256 and keeps exactly the bytes that
-    /// were checked, read-only, in the store.
-    fn verify_trusted_files(
+    /// were checked, read-only, in the store. Runs first: a mismatch stops the run before
+    /// anything else happens (no key server is contacted, no mount is made).
+    pub(crate) fn verify_trusted_files(
         &mut self,
         entries: &[TrustedFile],
         cwd: &Path,
         log: &Log,
-    ) -> Result<Vec<Verified>, LaunchError> {
+    ) -> Result<(), LaunchError> {
         let mut expanded: Vec<(String, Option<[u8; 32]>)> = Vec::new();
         for entry in entries {
             if entry.is_dir() {
@@ -380,7 +396,6 @@ impl View {
                 expanded.push((entry.uri.clone(), entry.sha256));
             }
         }
-        let mut verified = Vec::with_capacity(expanded.len());
         for (i, (uri, expected)) in expanded.into_iter().enumerate() {
             let host = cwd.join(&uri);
             let bytes = fs::read(&host).map_err(|e| LaunchError::Trusted {
@@ -414,9 +429,9 @@ impl View {
                 .map_err(|e| LaunchError::view("store a verified trusted file", &copy, e))?;
             file.write_all(&bytes)
                 .map_err(|e| LaunchError::view("store a verified trusted file", &copy, e))?;
-            verified.push(Verified { host, copy });
+            self.verified.push(Verified { host, copy });
         }
-        Ok(verified)
+        Ok(())
     }
 
     /// Makes the entries of the host directory `fs.root` appear at `/`.

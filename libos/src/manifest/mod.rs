@@ -291,6 +291,12 @@ impl Manifest {
         &self.text
     }
 
+    /// `libos.entrypoint` as an absolute path inside the view (relative entrypoints are
+    /// resolved from `fs.start_dir`).
+    pub fn entrypoint_in_view(&self) -> String {
+        normalize_str(&join_view(&self.start_dir, &self.entrypoint))
+    }
+
     /// The host path (normalised, maybe relative to the runtime's cwd) that an in-view
     /// path maps to through `fs.root` and the chroot mounts, or `None` when it lies in a
     /// tmpfs or encrypted mount. Later mounts win, as in the view.
