@@ -30,8 +30,7 @@ fn main() {
         let code = libos::launcher::main(Path::new(&args[2]), &args[3..], launcher);
         std::process::exit(code.into());
     }
-    let filter: Option<String> =
-        args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).find(|a| !a.starts_with('-'));
+    let (filter, list) = libtest_args(&args[1..]);
     let cases: &[(&str, fn())] = &[
         ("python_stdlib_program_in_chroot_view", python_stdlib_program_in_chroot_view),
         ("exit_status_is_passed_through", exit_status_is_passed_through),
@@ -55,6 +54,12 @@ fn main() {
         ("log_level_and_log_file", log_level_and_log_file),
         ("secret_provisioning_seam", secret_provisioning_seam),
     ];
+    if list {
+        for (name, _) in cases {
+            println!("{name}: test");
+        }
+        return;
+    }
     let mut failed = Vec::new();
     let mut ran = 0;
     for (name, case) in cases {
@@ -78,6 +83,34 @@ fn main() {
         eprintln!("failed: {failed:?}");
         std::process::exit(1);
     }
+}
+
+/// The name filter and `--list` from libtest-style arguments (values of libtest's options
+/// are skipped, so `--test-threads 2` is not taken for a filter).
+fn libtest_args(args: &[OsString]) -> (Option<String>, bool) {
+    const WITH_VALUE: &[&str] = &[
+        "--test-threads",
+        "--skip",
+        "--format",
+        "--color",
+        "--logfile",
+        "-Z",
+        "--shuffle-seed",
+        "--report-time",
+    ];
+    let mut filter = None;
+    let mut list = false;
+    let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if arg == "--list" {
+            list = true;
+        } else if !arg.starts_with('-') && filter.is_none() {
+            filter = Some(arg);
+        }
+    }
+    (filter, list)
 }
 
 /// A working directory with a Python program and a manifest.
