@@ -3,7 +3,7 @@
 //! [`enter_namespace`] must run while the process has a single thread (before any
 //! runtime, logger or FUSE server starts): it unshares a private mount namespace (plus a
 //! user namespace when not root) and makes every mount private. [`Launcher::run`] then
-//! builds the app's view (see [`view`]), takes keys from `fs.insecure__keys` or a
+//! builds the app's view (see the `view` module), takes keys from `fs.insecure__keys` or a
 //! [`KeyProvider`], forks, and in the child sets `PR_SET_PDEATHSIG(SIGKILL)`, chroots into
 //! the view, changes to `fs.start_dir` and executes the entrypoint with the manifest's argv
 //! and environment. The parent waits, tears the view down (also when the program crashed or
@@ -13,21 +13,28 @@
 //! Encrypted mounts and key provisioning are seams: [`EncryptedMounter`] (implemented by
 //! the pfs-fuse integration) and [`KeyProvider`] (implemented by the attest client).
 
+mod error;
+mod program;
+mod seams;
 mod view;
 
 use std::collections::BTreeMap;
-use std::error::Error as StdError;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use crate::exit;
-use crate::manifest::{ArgvSource, EnvValue, LoadError, LogLevel, Manifest, Mode};
+pub use error::{LaunchError, TrustedFailure};
+pub use seams::{
+    EncryptedMount, EncryptedMountRequest, EncryptedMounter, KeyProvider, ProvisionRequest,
+    ProvisionedSecret, SeamError,
+};
+
+use crate::manifest::{LogLevel, Manifest, Mode};
 use crate::measure::{SimMeasurement, measure};
 pub use crate::sys::WaitOutcome;
 use crate::sys::{self, ChildStage, ExecPlan, Spawned};
+use program::{build_argv, build_env};
 
 /// The line printed when `pfs run` starts.
 pub const SIMULATED_TEE_WARNING: &str = "pfs run: WARNING: simulated TEE: this run has NO confidentiality or integrity \
@@ -35,226 +42,6 @@ pub const SIMULATED_TEE_WARNING: &str = "pfs run: WARNING: simulated TEE: this r
 
 /// The preload library of Gramine's secret provisioning, handled by the launcher itself.
 pub const SECRET_PROV_LIBRARY: &str = "libsecret_prov_attest.so";
-
-/// A boxed error from a seam implementation.
-pub type SeamError = Box<dyn StdError + Send + Sync>;
-
-/// What an encrypted mount needs (spec §4.2). Always a directory: a single-file mount is
-/// served by mounting the file's host directory on a private scratch directory, and the
-/// launcher binds the one file into the view.
-#[derive(Debug)]
-pub struct EncryptedMountRequest<'a> {
-    /// The manifest entry's `path` inside the view (for messages).
-    pub view_path: &'a str,
-    /// The normalised host path of the directory as the manifest names it, without `file:`
-    /// and without a trailing `/` (relative stays relative; `.` for the cwd). A file at `REL`
-    /// below the mount is bound to `normalize(uri/REL)`: pass it as pfs-fuse's path prefix.
-    pub uri: &'a str,
-    /// The backing host directory (`uri` resolved against the launcher's cwd).
-    pub host_dir: &'a Path,
-    /// Where to mount: an existing directory inside the private namespace.
-    pub target: &'a Path,
-    /// `key_name` (default `default`).
-    pub key_name: &'a str,
-    /// The key's value, or `None` when no key of that name is known (Gramine then fails
-    /// every open with EACCES).
-    pub key: Option<&'a pfs_core::Key>,
-    /// `enable_recovery` (accepted, ignored).
-    pub enable_recovery: bool,
-}
-
-/// A live encrypted mount. `unmount` flushes and unmounts it.
-pub trait EncryptedMount {
-    /// Flushes every file and unmounts. Called once, after the program has ended.
-    fn unmount(self: Box<Self>) -> Result<(), SeamError>;
-}
-
-/// Serves `type = "encrypted"` mounts (the pfs-fuse integration implements this).
-///
-/// Called after the namespace exists and before the program starts; FUSE server threads
-/// may be started here (the launcher's child only makes raw system calls after `fork`).
-pub trait EncryptedMounter {
-    /// Mounts the protected files at `request.host_path` at `request.target`.
-    fn mount(&mut self, request: &EncryptedMountRequest<'_>) -> Result<Box<dyn EncryptedMount>, SeamError>;
-}
-
-/// What the manifest asks a key server for (Gramine's `SECRET_PROVISION_*` protocol, spec §8).
-#[derive(Debug)]
-pub struct ProvisionRequest<'a> {
-    /// The manifest being run.
-    pub manifest: &'a Manifest,
-    /// Its simulated measurement.
-    pub measurement: &'a SimMeasurement,
-    /// `SECRET_PROVISION_SERVERS`, split on `,` `;` and spaces (default `localhost:4433`).
-    pub servers: Vec<String>,
-    /// `SECRET_PROVISION_CA_CHAIN_PATH` as written (an in-view path).
-    pub ca_chain_view_path: Option<&'a str>,
-    /// Where to read it: the launcher's verified copy when it is a trusted file (as it
-    /// should be), else the host path it maps to through the mount table.
-    pub ca_chain_host_path: Option<PathBuf>,
-    /// `SECRET_PROVISION_SET_KEY`: install the secret as this key.
-    pub set_key: Option<&'a str>,
-}
-
-/// The secret a key server released.
-pub enum ProvisionedSecret {
-    /// Exactly 16 bytes, installed as key `name`.
-    Key {
-        /// The key name (`SECRET_PROVISION_SET_KEY`).
-        name: String,
-        /// The key.
-        key: pfs_core::Key,
-    },
-    /// Any other secret: exported as `SECRET_PROVISION_SECRET_STRING`.
-    String(String),
-}
-
-impl fmt::Debug for ProvisionedSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProvisionedSecret::Key { name, .. } => write!(f, "Key({name:?}, <redacted>)"),
-            ProvisionedSecret::String(_) => f.write_str("String(<redacted>)"),
-        }
-    }
-}
-
-/// Obtains secrets from a key server after attestation (the attest client implements this).
-pub trait KeyProvider {
-    /// Attests to a server of `request.servers` and returns the released secret.
-    fn provision(&mut self, request: &ProvisionRequest<'_>) -> Result<ProvisionedSecret, SeamError>;
-}
-
-/// Why a trusted file was refused.
-#[derive(Debug)]
-pub enum TrustedFailure {
-    /// It could not be read.
-    Unreadable(io::Error),
-    /// Its SHA-256 differs from the manifest.
-    Mismatch {
-        /// Hash in the manifest (hex).
-        expected: String,
-        /// Hash of the file now (hex).
-        actual: String,
-    },
-    /// Another problem (e.g. a directory could not be expanded).
-    Other(String),
-}
-
-/// A launcher failure. [`LaunchError::exit_code`] gives its named exit code.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LaunchError {
-    /// The manifest could not be loaded.
-    #[error(transparent)]
-    Manifest(#[from] LoadError),
-    /// The launcher was called with several threads running.
-    #[error(
-        "the launcher must create its namespace while single-threaded, but {0} threads are running \
-         (call libos::launcher::enter_namespace before starting any thread)"
-    )]
-    NotSingleThreaded(usize),
-    /// The namespace could not be created.
-    #[error(
-        "cannot create a private mount namespace: {0} (pfs run needs root or unprivileged user namespaces)"
-    )]
-    Namespace(io::Error),
-    /// A step of building or removing the view failed.
-    #[error("cannot {what} {}: {source}", path.display())]
-    View {
-        /// What was being done.
-        what: String,
-        /// The path concerned.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-    /// A trusted file failed verification; the program was not started.
-    #[error("trusted file file:{uri} {}; the program was not started", match failure {
-        TrustedFailure::Unreadable(e) => format!("cannot be read ({e})"),
-        TrustedFailure::Mismatch { expected, actual } =>
-            format!("was modified: its SHA-256 is {actual}, the manifest expects {expected}"),
-        TrustedFailure::Other(m) => m.clone(),
-    })]
-    Trusted {
-        /// The trusted file's URI (without `file:`).
-        uri: String,
-        /// What is wrong.
-        failure: TrustedFailure,
-    },
-    /// The manifest has encrypted mounts but no [`EncryptedMounter`] is available.
-    #[error("encrypted mount at {path} needs pfs-fuse, which this build of the launcher does not include")]
-    EncryptedUnavailable {
-        /// The mount's in-view path.
-        path: String,
-    },
-    /// An encrypted mount failed.
-    #[error("encrypted mount of file:{uri} at {path}: {source}")]
-    Encrypted {
-        /// The mount's in-view path.
-        path: String,
-        /// Its URI.
-        uri: String,
-        /// The mounter's error.
-        source: SeamError,
-    },
-    /// Keys could not be obtained.
-    #[error("key provisioning failed: {0}")]
-    Keys(String),
-    /// The manifest pins another launcher binary.
-    #[error("the manifest pins launcher sha256 {expected}, but this launcher ({}) has {actual}", path.display())]
-    LauncherMismatch {
-        /// The running launcher.
-        path: PathBuf,
-        /// `loader.entrypoint.sha256`.
-        expected: String,
-        /// This binary's hash.
-        actual: String,
-    },
-    /// argv or env could not be prepared.
-    #[error("{0}")]
-    Config(String),
-    /// fork/wait failed.
-    #[error("cannot {0}: {1}")]
-    Process(&'static str, io::Error),
-    /// The program could not be started inside the view.
-    #[error("cannot start {program} in the app's view: {stage}: {source}{hint}")]
-    Start {
-        /// The entrypoint.
-        program: String,
-        /// What to check (may be empty).
-        hint: String,
-        /// The step that failed.
-        stage: &'static str,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-impl LaunchError {
-    fn view(what: &str, path: &Path, source: io::Error) -> Self {
-        LaunchError::View { what: what.to_owned(), path: path.to_owned(), source }
-    }
-
-    /// The named exit code for this failure (see [`crate::exit`]).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            LaunchError::Manifest(_) | LaunchError::Config(_) => exit::MANIFEST,
-            LaunchError::Namespace(_)
-            | LaunchError::View { .. }
-            | LaunchError::EncryptedUnavailable { .. }
-            | LaunchError::Encrypted { .. } => exit::VIEW,
-            LaunchError::Trusted { .. } => exit::TRUSTED_FILE,
-            LaunchError::Keys(_) => exit::KEYS,
-            LaunchError::NotSingleThreaded(_)
-            | LaunchError::LauncherMismatch { .. }
-            | LaunchError::Process(..) => exit::LAUNCHER,
-            LaunchError::Start { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
-                exit::NOT_FOUND
-            }
-            LaunchError::Start { .. } => exit::EXEC,
-        }
-    }
-}
 
 /// Launcher output, filtered by `loader.log_level`, to stderr or appended to
 /// `loader.log_file`. Warnings about insecure settings are printed unless the level is
@@ -599,122 +386,6 @@ fn check_launcher_pin(manifest: &Manifest) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// Reads a NUL-separated file (`gramine-argv-serializer` format), checking its hash when
-/// it is a trusted file.
-fn read_nul_file(
-    manifest: &Manifest,
-    uri: &str,
-    cwd: &Path,
-    what: &str,
-    log: &Log,
-) -> Result<Vec<OsString>, LaunchError> {
-    let bytes = std::fs::read(cwd.join(uri))
-        .map_err(|e| LaunchError::Config(format!("cannot read {what} file:{uri}: {e}")))?;
-    match manifest.trusted_files.iter().find(|t| t.uri == uri).and_then(|t| t.sha256) {
-        Some(expected) => {
-            let actual: [u8; 32] =
-                sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
-            if actual != expected {
-                return Err(LaunchError::Trusted {
-                    uri: uri.to_owned(),
-                    failure: TrustedFailure::Mismatch {
-                        expected: hex::encode(expected),
-                        actual: hex::encode(actual),
-                    },
-                });
-            }
-        }
-        None => log.warn(format_args!(
-            "{what} file:{uri} is not a hashed trusted file; its content is not verified"
-        )),
-    }
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(body) = bytes.strip_suffix(b"\0") else {
-        return Err(LaunchError::Config(format!("{what} file:{uri} must end with a NUL byte")));
-    };
-    Ok(body.split(|&b| b == 0).map(|s| OsString::from_vec(s.to_vec())).collect())
-}
-
-/// argv per spec §3.
-fn build_argv(
-    manifest: &Manifest,
-    args: &[OsString],
-    cwd: &Path,
-    log: &Log,
-) -> Result<Vec<OsString>, LaunchError> {
-    let discard = |source: &str| {
-        if !args.is_empty() {
-            log.error(format_args!(
-                "command-line arguments are discarded ({source}); set loader.insecure__use_cmdline_argv = true to use them"
-            ));
-        }
-    };
-    Ok(match &manifest.argv {
-        ArgvSource::Explicit(argv) => {
-            discard("the manifest sets loader.argv");
-            argv.iter().map(OsString::from).collect()
-        }
-        ArgvSource::SrcFile(uri) => {
-            discard("the manifest sets loader.argv_src_file");
-            let argv = read_nul_file(manifest, uri, cwd, "loader.argv_src_file", log)?;
-            if argv.is_empty() {
-                return Err(LaunchError::Config(format!("loader.argv_src_file file:{uri} is empty")));
-            }
-            argv
-        }
-        ArgvSource::CommandLine => {
-            std::iter::once(OsString::from(&manifest.entrypoint)).chain(args.iter().cloned()).collect()
-        }
-        ArgvSource::Entrypoint => {
-            discard("the manifest sets no argv");
-            vec![OsString::from(&manifest.entrypoint)]
-        }
-    })
-}
-
-/// The environment per spec §3: empty by default, plus `loader.env_src_file`, plus
-/// `loader.env.*` (which wins), or the whole host environment with
-/// `loader.insecure__use_host_env`.
-fn build_env(manifest: &Manifest, cwd: &Path, log: &Log) -> Result<Vec<(OsString, OsString)>, LaunchError> {
-    let mut env: Vec<(OsString, OsString)> =
-        if manifest.env.use_host_env { std::env::vars_os().collect() } else { Vec::new() };
-    let set = |env: &mut Vec<(OsString, OsString)>, name: OsString, value: OsString| match env
-        .iter_mut()
-        .find(|(k, _)| *k == name)
-    {
-        Some(slot) => slot.1 = value,
-        None => env.push((name, value)),
-    };
-    if let Some(uri) = &manifest.env.src_file {
-        for entry in read_nul_file(manifest, uri, cwd, "loader.env_src_file", log)? {
-            let bytes = entry.into_vec();
-            let Some(eq) = bytes.iter().position(|&b| b == b'=') else {
-                return Err(LaunchError::Config(format!(
-                    "loader.env_src_file file:{uri}: an entry has no `=`"
-                )));
-            };
-            set(
-                &mut env,
-                OsString::from_vec(bytes[..eq].to_vec()),
-                OsString::from_vec(bytes[eq + 1..].to_vec()),
-            );
-        }
-    }
-    for (name, value) in &manifest.env.vars {
-        match value {
-            EnvValue::Value(v) => set(&mut env, name.into(), v.into()),
-            EnvValue::Passthrough => {
-                if let Some(v) = std::env::var_os(name) {
-                    set(&mut env, name.into(), v);
-                }
-            }
-        }
-    }
-    Ok(env)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,49 +395,6 @@ mod tests {
     }
 
     const QUIET: Log = Log { level: LogLevel::None, file: None };
-
-    #[test]
-    fn argv_rules() {
-        let args = vec![OsString::from("a"), OsString::from("b")];
-        let cwd = Path::new("/");
-        let m = manifest("libos.entrypoint = \"/bin/x\"\n");
-        assert_eq!(build_argv(&m, &args, cwd, &QUIET).unwrap(), vec![OsString::from("/bin/x")]);
-        let m = manifest("libos.entrypoint = \"/bin/x\"\nloader.argv = [\"x\", \"-v\"]\n");
-        assert_eq!(build_argv(&m, &args, cwd, &QUIET).unwrap(), vec![OsString::from("x"), "-v".into()]);
-        let m = manifest("libos.entrypoint = \"/bin/x\"\nloader.insecure__use_cmdline_argv = true\n");
-        assert_eq!(
-            build_argv(&m, &args, cwd, &QUIET).unwrap(),
-            vec![OsString::from("/bin/x"), "a".into(), "b".into()]
-        );
-
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("args"), b"prog\0--flag\0\0").unwrap();
-        let m = manifest("libos.entrypoint = \"/bin/x\"\nloader.argv_src_file = \"file:args\"\n");
-        assert_eq!(
-            build_argv(&m, &[], dir.path(), &QUIET).unwrap(),
-            vec![OsString::from("prog"), "--flag".into(), "".into()]
-        );
-        std::fs::write(dir.path().join("args"), b"prog").unwrap();
-        assert!(build_argv(&m, &[], dir.path(), &QUIET).unwrap_err().to_string().contains("NUL"));
-    }
-
-    #[test]
-    fn env_is_empty_by_default_and_manifest_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("env"), b"A=from-file\0B=b\0").unwrap();
-        // SAFETY-free: PATH is always set for the test process.
-        let m = manifest(
-            "libos.entrypoint = \"/bin/x\"\nloader.env_src_file = \"file:env\"\nloader.env.A = \"manifest\"\n\
-             loader.env.PATH = { passthrough = true }\nloader.env.NOT_SET_ANYWHERE_X = { passthrough = true }\n",
-        );
-        let env = build_env(&m, dir.path(), &QUIET).unwrap();
-        let names: Vec<_> = env.iter().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
-        assert_eq!(names, vec!["A", "B", "PATH"]);
-        assert_eq!(env[0].1, "manifest");
-        assert_eq!(env[2].1, std::env::var_os("PATH").unwrap());
-        let m = manifest("libos.entrypoint = \"/bin/x\"\nloader.insecure__use_host_env = true\n");
-        assert!(build_env(&m, dir.path(), &QUIET).unwrap().iter().any(|(k, _)| k == "PATH"));
-    }
 
     struct FixedKey;
     impl KeyProvider for FixedKey {
@@ -805,7 +433,7 @@ mod tests {
         assert!(matches!(secret, Some(ProvisionedSecret::Key { name, .. }) if name == "default"));
 
         let err = Launcher::default().provision(&m, &measure(&m), None, true, &QUIET).unwrap_err();
-        assert_eq!(err.exit_code(), exit::KEYS);
+        assert_eq!(err.exit_code(), crate::exit::KEYS);
         assert!(err.to_string().contains("no attestation client"), "{err}");
         assert!(Launcher::default().provision(&m, &measure(&m), None, false, &QUIET).unwrap().is_none());
     }
