@@ -53,6 +53,7 @@ fn main() {
         ("sigterm_is_forwarded_and_the_launcher_cleans_up", sigterm_is_forwarded_and_the_launcher_cleans_up),
         ("log_level_and_log_file", log_level_and_log_file),
         ("secret_provisioning_seam", secret_provisioning_seam),
+        ("pinned_launcher_is_checked", pinned_launcher_is_checked),
     ];
     if list {
         for (name, _) in cases {
@@ -171,12 +172,16 @@ impl Work {
 
     /// `pfs manifest` with the library: render, validate strictly, hash, write.
     fn manifest(&self, template: &str, defines: &[&str]) -> libos::build::Built {
+        self.manifest_pinned(template, defines, None)
+    }
+
+    fn manifest_pinned(&self, template: &str, defines: &[&str], pin: Option<PathBuf>) -> libos::build::Built {
         let options = BuildOptions {
             render: RenderOptions {
                 defines: defines.iter().map(|d| DefineValue::parse_define(d)).collect(),
                 ..RenderOptions::default()
             },
-            pin_launcher: None,
+            pin_launcher: pin,
         };
         let built = build("test.manifest.template", template, self.path(), &options)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -812,4 +817,23 @@ fn secret_provisioning_seam() {
         "/data enc default true\n",
         "the provisioned key is used"
     );
+}
+
+/// `pfs manifest --pin-launcher`: the measurement covers the launcher binary and `pfs run`
+/// refuses any other one.
+fn pinned_launcher_is_checked() {
+    let py = python();
+    let w = Work::new();
+    w.write("app.py", "print('ran')\n");
+    let template = simple_template(&py, "app.py", "");
+    let built = w.manifest_pinned(&template, &[], Some(std::env::current_exe().unwrap()));
+    assert_ne!(built.measurement.launcher_digest, [0; 32]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "this very launcher is pinned: {}", show(&out));
+
+    w.manifest_pinned(&template, &[], Some(PathBuf::from(&py.exe)));
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(libos::exit::LAUNCHER.into()), "{}", show(&out));
+    assert!(text(&out.stderr).contains("the manifest pins launcher sha256"), "{}", show(&out));
+    assert!(!text(&out.stdout).contains("ran"));
 }
