@@ -54,6 +54,10 @@ fn main() {
         ("log_level_and_log_file", log_level_and_log_file),
         ("secret_provisioning_seam", secret_provisioning_seam),
         ("pinned_launcher_is_checked", pinned_launcher_is_checked),
+        (
+            "shell_script_finds_its_interpreters_like_gramine",
+            shell_script_finds_its_interpreters_like_gramine,
+        ),
     ];
     if list {
         for (name, _) in cases {
@@ -836,4 +840,23 @@ fn pinned_launcher_is_checked() {
     assert_eq!(out.status.code(), Some(libos::exit::LAUNCHER.into()), "{}", show(&out));
     assert!(text(&out.stderr).contains("the manifest pins launcher sha256"), "{}", show(&out));
     assert!(!text(&out.stdout).contains("ran"));
+}
+
+/// A `#!/bin/sh` script with only `/bin` and `/lib` mounted (no `/lib64`): the ELF
+/// interpreter of `/bin/sh` is provided from the view's library directories, as Gramine
+/// finds it by name.
+fn shell_script_finds_its_interpreters_like_gramine() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = Work::new();
+    w.write("run.sh", "#!/bin/sh\necho \"sh says $1\"\nexit 5\n");
+    fs::set_permissions(w.path().join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    w.manifest(
+        "libos.entrypoint = \"/app/run.sh\"\nloader.argv = [\"run.sh\", \"hi\"]\nfs.mounts = [\n  \
+         { path = \"/bin\", uri = \"file:/bin\" },\n  { path = \"/lib\", uri = \"file:/lib\" },\n  \
+         { path = \"/app/run.sh\", uri = \"file:run.sh\" },\n]\nsgx.trusted_files = [ \"file:run.sh\" ]\n",
+        &[],
+    );
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(5), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "sh says hi\n");
 }

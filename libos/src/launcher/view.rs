@@ -180,20 +180,33 @@ impl View {
 
     /// Gramine finds a program's ELF interpreter by its file name in the library
     /// directories of the view, which is why manifests mount `gramine.runtimedir()` at `/lib`
-    /// and nothing at `/lib64`. When the entrypoint's `PT_INTERP` path does not exist in the
-    /// view but a file of that name does in `/lib`, `/lib64`, `/usr/lib` or `/usr/lib64`, bind
-    /// it at the `PT_INTERP` path — only if that path can be created in the view's own tmpfs
-    /// (never inside a host directory).
+    /// and nothing at `/lib64`. When the entrypoint's `PT_INTERP` path (or that of its `#!`
+    /// interpreter) does not exist in the view but a file of that name does in a library
+    /// directory of the view, bind it at the `PT_INTERP` path — only if that path can be
+    /// created in the view's own tmpfs (never inside a host directory).
     fn provide_elf_interpreter(&mut self, manifest: &Manifest, log: &Log) -> Result<(), LaunchError> {
-        let Ok(host_entry) = self.resolve(&manifest.entrypoint_in_view()) else { return Ok(()) };
-        let Some(interp) = elf_interpreter(&host_entry) else { return Ok(()) };
+        let Ok(mut program) = self.resolve(&manifest.entrypoint_in_view()) else { return Ok(()) };
+        if let Some(script_interpreter) = shebang(&program) {
+            let Ok(p) = self.resolve(&script_interpreter) else { return Ok(()) };
+            program = p;
+        }
+        let Some(interp) = elf_interpreter(&program) else { return Ok(()) };
         let Ok(host_interp) = self.resolve(&interp) else { return Ok(()) };
         if host_interp.is_file() {
             return Ok(());
         }
         let name =
             Path::new(&interp).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let found = ["/lib", "/lib64", "/usr/lib", "/usr/lib64"]
+        let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
+        let dirs = [
+            "/lib".to_owned(),
+            "/lib64".to_owned(),
+            format!("/lib/{multiarch}"),
+            "/usr/lib".to_owned(),
+            "/usr/lib64".to_owned(),
+            format!("/usr/lib/{multiarch}"),
+        ];
+        let found = dirs
             .iter()
             .map(|dir| format!("{dir}/{name}"))
             .find(|candidate| self.resolve(candidate).is_ok_and(|p| p.is_file()));
@@ -679,6 +692,17 @@ impl Drop for View {
     fn drop(&mut self) {
         let _ = self.teardown();
     }
+}
+
+/// The interpreter of a `#!` script, if `path` is one.
+fn shebang(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let text = std::str::from_utf8(line).ok()?;
+    text.split_whitespace().next().filter(|p| p.starts_with('/')).map(str::to_owned)
 }
 
 /// The `PT_INTERP` path of a 64-bit little-endian ELF file, if it has one.
