@@ -107,7 +107,7 @@ pub enum LaunchError {
         /// What to check (may be empty).
         hint: String,
         /// The step that failed.
-        stage: &'static str,
+        stage: String,
         /// The error.
         source: io::Error,
     },

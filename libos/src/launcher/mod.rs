@@ -237,18 +237,18 @@ impl Launcher<'_> {
             }
             Ok(Spawned::Failed(stage, source)) => Err(LaunchError::Start {
                 program: program.clone(),
-                hint: match (view.interp_hint(), source.raw_os_error()) {
-                    (Some(hint), Some(libc::ENOENT)) => format!(" ({hint})"),
-                    (None, Some(libc::ENOENT)) => {
+                hint: match (stage, view.interp_hint(), source.raw_os_error()) {
+                    (ChildStage::Exec, Some(hint), Some(libc::ENOENT)) => format!(" ({hint})"),
+                    (ChildStage::Exec | ChildStage::Chdir, None, Some(libc::ENOENT)) => {
                         " (is it reachable through fs.root or an fs.mounts entry?)".to_owned()
                     }
                     _ => String::new(),
                 },
                 stage: match stage {
-                    ChildStage::DeathSignal => "PR_SET_PDEATHSIG",
-                    ChildStage::Chroot => "chroot",
-                    ChildStage::Chdir => "chdir to fs.start_dir",
-                    ChildStage::Exec => "execve",
+                    ChildStage::DeathSignal => "PR_SET_PDEATHSIG".to_owned(),
+                    ChildStage::Chroot => "chroot".to_owned(),
+                    ChildStage::Chdir => format!("chdir to fs.start_dir {}", manifest.start_dir),
+                    ChildStage::Exec => "execve".to_owned(),
                 },
                 source,
             }),
