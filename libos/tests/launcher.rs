@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use libos::build::{BuildOptions, build};
@@ -204,14 +204,23 @@ impl Work {
         cmd
     }
 
-    /// Runs `pfs run app.manifest ARGS` and checks that it left nothing behind.
-    fn run(&self, args: &[&str]) -> Output {
-        let child =
-            self.launch("app.manifest", args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    /// Starts a launch with its output captured.
+    fn spawn(&self, cmd: &mut Command) -> Child {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+
+    /// Waits for a launch and checks that it left nothing behind.
+    fn finish(&self, child: Child) -> Output {
         let pid = child.id();
         let out = child.wait_with_output().unwrap();
         assert_clean_after(pid, self.path());
         out
+    }
+
+    /// Runs `pfs run app.manifest ARGS` and checks that it left nothing behind.
+    fn run(&self, args: &[&str]) -> Output {
+        let child = self.spawn(&mut self.launch("app.manifest", args));
+        self.finish(child)
     }
 }
 
@@ -328,6 +337,17 @@ sgx.trusted_files = [
     assert!(!w.path().join("opt").exists() && !w.path().join("srv").exists());
 }
 
+/// A mount of the work directory's `sync/` at `/sync`, for hand-shakes with the program.
+const SYNC_MOUNT: &str = "{ path = \"/sync\", uri = \"file:sync\" }";
+
+/// Python that signals `/sync/ready` and waits for `/sync/go`.
+const WAIT_FOR_GO: &str = "import os, time\nopen('/sync/ready', 'w').close()\nwhile not os.path.exists('/sync/go'):\n    time.sleep(0.02)\n";
+
+/// Inserts a mount entry before the tmpfs of [`simple_template`].
+fn with_mount(template: &str, entry: &str) -> String {
+    template.replacen("  { type = \"tmpfs\"", &format!("  {entry},\n  {{ type = \"tmpfs\""), 1)
+}
+
 fn libos_sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
@@ -383,26 +403,18 @@ fn verified_bytes_are_served_after_host_modification() {
     let w = Work::new();
     fs::create_dir(w.path().join("sync")).unwrap();
     w.write("model.txt", "original model\n");
-    w.write(
-        "app.py",
-        "import os, time\nopen('/sync/ready', 'w').close()\nwhile not os.path.exists('/sync/go'):\n    time.sleep(0.02)\n\
-         print(open('model.txt').read(), end='')\n",
+    w.write("app.py", &format!("{WAIT_FOR_GO}print(open('model.txt').read(), end='')\n"));
+    let template = with_mount(&simple_template(&py, "app.py", ""), SYNC_MOUNT).replace(
+        "sgx.trusted_files = [ \"file:app.py\" ]",
+        "sgx.trusted_files = [ \"file:app.py\", \"file:model.txt\" ]",
     );
-    let template = simple_template(&py, "app.py", "")
-        .replace("  { type = \"tmpfs\"", "  { path = \"/sync\", uri = \"file:sync\" },\n  { type = \"tmpfs\"")
-        .replace(
-            "sgx.trusted_files = [ \"file:app.py\" ]",
-            "sgx.trusted_files = [ \"file:app.py\", \"file:model.txt\" ]",
-        );
     w.manifest(&template, &[]);
-    let child = w.launch("app.manifest", &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let pid = child.id();
+    let child = w.spawn(&mut w.launch("app.manifest", &[]));
     wait_for(&w.path().join("sync/ready"));
     // The host changes the trusted file after verification (an in-place write, same inode).
     fs::write(w.path().join("model.txt"), "tampered model!\n").unwrap();
     fs::write(w.path().join("sync/go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_clean_after(pid, w.path());
+    let out = w.finish(child);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(text(&out.stdout), "original model\n", "the program must see exactly the verified bytes");
 }
@@ -420,10 +432,7 @@ fn killed_launcher_takes_the_program_with_it() {
     let w = Work::new();
     fs::create_dir(w.path().join("sync")).unwrap();
     w.write("app.py", "import os, time\nopen('/sync/pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n");
-    let template = simple_template(&py, "app.py", "").replace(
-        "  { type = \"tmpfs\"",
-        "  { path = \"/sync\", uri = \"file:sync\" },\n  { type = \"tmpfs\"",
-    );
+    let template = with_mount(&simple_template(&py, "app.py", ""), SYNC_MOUNT);
     w.manifest(&template, &[]);
     let mut child =
         w.launch("app.manifest", &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
@@ -457,23 +466,16 @@ fn mounts_are_invisible_on_the_host_during_the_run() {
     let py = python();
     let w = Work::new();
     fs::create_dir(w.path().join("sync")).unwrap();
-    w.write(
-        "app.py",
-        "import os, time\nopen('/sync/ready', 'w').close()\nwhile not os.path.exists('/sync/go'):\n    time.sleep(0.02)\n",
-    );
-    let template = simple_template(&py, "app.py", "").replace(
-        "  { type = \"tmpfs\"",
-        "  { path = \"/sync\", uri = \"file:sync\" },\n  { type = \"tmpfs\"",
-    );
+    w.write("app.py", WAIT_FOR_GO);
+    let template = with_mount(&simple_template(&py, "app.py", ""), SYNC_MOUNT);
     w.manifest(&template, &[]);
-    let child = w.launch("app.manifest", &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = w.spawn(&mut w.launch("app.manifest", &[]));
     let pid = child.id();
     wait_for(&w.path().join("sync/ready"));
     let host_mounts = fs::read_to_string("/proc/self/mounts").unwrap();
     let ns_mounts = fs::read_to_string(format!("/proc/{pid}/mounts")).unwrap_or_default();
     fs::write(w.path().join("sync/go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_clean_after(pid, w.path());
+    let out = w.finish(child);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(!host_mounts.contains("pfs-run-"), "view mounts leaked to the host: {host_mounts}");
     assert!(
@@ -592,9 +594,7 @@ fn unprivileged_user_gets_a_user_namespace() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("setpriv (util-linux) is needed to test the unprivileged path");
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert_clean_after(pid, w.path());
+    let out = w.finish(child);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(text(&out.stdout), "0 trusted data\n", "root inside the user namespace");
 }
@@ -676,16 +676,8 @@ fn encrypted_mount_seam_directory_and_single_file() {
     );
     w.manifest(&template, &[]);
     let log = w.path().join("mounter.log");
-    let child = w
-        .launch("app.manifest", &[])
-        .env("LIBOS_TEST_BIND_MOUNTER", &log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert_clean_after(pid, w.path());
+    let child = w.spawn(w.launch("app.manifest", &[]).env("LIBOS_TEST_BIND_MOUNTER", &log));
+    let out = w.finish(child);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(fs::read_to_string(w.path().join("result.txt")).unwrap(), "input\nmodel\n");
     assert_eq!(fs::read_to_string(w.path().join("enc/new.txt")).unwrap(), "new");
@@ -705,18 +697,14 @@ fn sigterm_is_forwarded_and_the_launcher_cleans_up() {
         "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n\
          open('/sync/ready', 'w').close()\ntime.sleep(60)\n",
     );
-    let template = simple_template(&py, "app.py", "").replace(
-        "  { type = \"tmpfs\"",
-        "  { path = \"/sync\", uri = \"file:sync\" },\n  { type = \"tmpfs\"",
-    );
+    let template = with_mount(&simple_template(&py, "app.py", ""), SYNC_MOUNT);
     w.manifest(&template, &[]);
-    let child = w.launch("app.manifest", &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = w.spawn(&mut w.launch("app.manifest", &[]));
     let pid = child.id();
     wait_for(&w.path().join("sync/ready"));
     let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    assert_clean_after(pid, w.path());
+    let out = w.finish(child);
     assert_eq!(out.status.code(), Some(7), "the program's own exit status, after SIGTERM: {}", show(&out));
 }
 
@@ -791,18 +779,13 @@ fn secret_provisioning_seam() {
     w.write("ssl/ca.crt", "EVIL CA\n");
     let (mounts, keys) = (w.path().join("mounter.log"), w.path().join("provider.log"));
     let run = || {
-        let child = w
-            .launch("app.manifest", &[])
-            .env("LIBOS_TEST_BIND_MOUNTER", &mounts)
-            .env("LIBOS_TEST_KEY_PROVIDER", &keys)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let out = child.wait_with_output().unwrap();
-        assert_clean_after(pid, w.path());
-        out
+        w.finish(
+            w.spawn(
+                w.launch("app.manifest", &[])
+                    .env("LIBOS_TEST_BIND_MOUNTER", &mounts)
+                    .env("LIBOS_TEST_KEY_PROVIDER", &keys),
+            ),
+        )
     };
     let out = run();
     assert_eq!(out.status.code(), Some(libos::exit::TRUSTED_FILE.into()), "{}", show(&out));
