@@ -215,8 +215,13 @@ impl Python {
 }
 
 fn run_json(interpreter: &Path, script: &str) -> Result<serde_json::Value, String> {
+    run_json_args(interpreter, script, "")
+}
+
+/// Runs `interpreter -I -c script arg` and parses the JSON it prints.
+fn run_json_args(interpreter: &Path, script: &str, arg: &str) -> Result<serde_json::Value, String> {
     let out = Command::new(interpreter)
-        .args(["-I", "-c", script])
+        .args(["-I", "-c", script, arg])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", interpreter.display()))?;
     if !out.status.success() {
@@ -247,6 +252,33 @@ impl Object for Python {
         args: &[Value],
     ) -> Result<Value, minijinja::Error> {
         match method {
+            // With keyword arguments (`scheme=`, `vars=`), ask the interpreter, as
+            // `sysconfig.get_path(s)(**kwargs)` would answer.
+            "get_paths" | "get_path" if args.iter().any(|a| Kwargs::try_from(a.clone()).is_ok()) => {
+                let mut call = serde_json::Map::new();
+                for arg in args {
+                    match Kwargs::try_from(arg.clone()) {
+                        Ok(kwargs) => {
+                            for key in kwargs.args() {
+                                let v: Value = kwargs.get(key)?;
+                                let v = serde_json::to_value(&v).map_err(|e| fail(e.to_string()))?;
+                                call.insert(key.to_owned(), v);
+                            }
+                        }
+                        Err(_) => {
+                            call.insert("name".into(), arg.to_string().into());
+                        }
+                    }
+                }
+                let script = format!(
+                    "import json, sys, sysconfig\nkw = json.loads(sys.argv[1])\n\
+                     print(json.dumps(sysconfig.{method}(**kw)))"
+                );
+                let out =
+                    run_json_args(&self.interpreter, &script, &serde_json::Value::Object(call).to_string())
+                        .map_err(fail)?;
+                Ok(Value::from_serialize(&out))
+            }
             "get_paths" => self.field("paths"),
             "get_path" => {
                 let name =
@@ -363,6 +395,21 @@ mod tests {
         assert_eq!(parts[0], parts[1]);
         assert_eq!(parts[2], "cpython");
         assert!(parts[3].contains(&format!("[{}]", parts[0])), "{out}");
+    }
+
+    #[test]
+    fn python_get_path_with_keyword_arguments_asks_sysconfig() {
+        // Gramine's PyTorch template: python.get_path('stdlib', vars={'installed_base': '/usr/local'}).
+        let out = render(
+            "t",
+            "{{ python.get_path('stdlib', vars={'installed_base': '/usr/local', 'base': '/usr/local'}) }}|\
+             {{ python.get_paths(vars={'base': '/x', 'installed_base': '/x'})['stdlib'] }}",
+            &opts(&[]),
+        )
+        .unwrap();
+        let (a, b) = out.split_once('|').unwrap();
+        assert!(a.starts_with("/usr/local/lib/python3"), "{out}");
+        assert!(b.starts_with("/x/lib/python3"), "{out}");
     }
 
     #[test]

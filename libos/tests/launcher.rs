@@ -17,6 +17,13 @@ use libos::template::{DefineValue, RenderOptions};
 
 const LAUNCH: &str = "__libos_launch";
 
+/// `(name, function)` pairs of test cases.
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        &[$((stringify!($case), $case as fn())),*]
+    };
+}
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == LAUNCH) {
@@ -31,33 +38,25 @@ fn main() {
         std::process::exit(code.into());
     }
     let (filter, list) = libtest_args(&args[1..]);
-    let cases: &[(&str, fn())] = &[
-        ("python_stdlib_program_in_chroot_view", python_stdlib_program_in_chroot_view),
-        ("exit_status_is_passed_through", exit_status_is_passed_through),
-        ("modified_trusted_script_is_refused_before_start", modified_trusted_script_is_refused_before_start),
-        (
-            "verified_bytes_are_served_after_host_modification",
-            verified_bytes_are_served_after_host_modification,
-        ),
-        ("killed_launcher_takes_the_program_with_it", killed_launcher_takes_the_program_with_it),
-        ("mounts_are_invisible_on_the_host_during_the_run", mounts_are_invisible_on_the_host_during_the_run),
-        ("launcher_failures_have_named_exit_codes", launcher_failures_have_named_exit_codes),
-        ("cmdline_argv_and_unknown_keys_at_run_time", cmdline_argv_and_unknown_keys_at_run_time),
-        (
-            "mountpoints_created_in_host_directories_are_removed",
-            mountpoints_created_in_host_directories_are_removed,
-        ),
-        ("unprivileged_user_gets_a_user_namespace", unprivileged_user_gets_a_user_namespace),
-        ("allowed_output_files_in_the_root_reach_the_host", allowed_output_files_in_the_root_reach_the_host),
-        ("encrypted_mount_seam_directory_and_single_file", encrypted_mount_seam_directory_and_single_file),
-        ("sigterm_is_forwarded_and_the_launcher_cleans_up", sigterm_is_forwarded_and_the_launcher_cleans_up),
-        ("log_level_and_log_file", log_level_and_log_file),
-        ("secret_provisioning_seam", secret_provisioning_seam),
-        ("pinned_launcher_is_checked", pinned_launcher_is_checked),
-        (
-            "shell_script_finds_its_interpreters_like_gramine",
-            shell_script_finds_its_interpreters_like_gramine,
-        ),
+    let cases: &[(&str, fn())] = cases![
+        python_stdlib_program_in_chroot_view,
+        exit_status_is_passed_through,
+        modified_trusted_script_is_refused_before_start,
+        verified_bytes_are_served_after_host_modification,
+        killed_launcher_takes_the_program_with_it,
+        mounts_are_invisible_on_the_host_during_the_run,
+        launcher_failures_have_named_exit_codes,
+        cmdline_argv_and_unknown_keys_at_run_time,
+        mountpoints_created_in_host_directories_are_removed,
+        unprivileged_user_gets_a_user_namespace,
+        allowed_output_files_in_the_root_reach_the_host,
+        encrypted_mount_seam_directory_and_single_file,
+        sigterm_is_forwarded_and_the_launcher_cleans_up,
+        log_level_and_log_file,
+        secret_provisioning_seam,
+        pinned_launcher_is_checked,
+        shell_script_finds_its_interpreters_like_gramine,
+        system_directories_are_shadowed_not_modified,
     ];
     if list {
         for (name, _) in cases {
@@ -842,4 +841,35 @@ fn shell_script_finds_its_interpreters_like_gramine() {
     let out = w.run(&[]);
     assert_eq!(out.status.code(), Some(5), "{}", show(&out));
     assert_eq!(text(&out.stdout), "sh says hi\n");
+}
+
+/// Gramine's Python and PyTorch templates mount the libc directory at `/lib` and then
+/// `arch_libdir` (the same host directory) at `/lib/x86_64-linux-gnu`: the mountpoint must
+/// be made in the view without creating anything in the host's system directory.
+fn system_directories_are_shadowed_not_modified() {
+    let py = python();
+    let w = Work::new();
+    fs::create_dir(w.path().join("sync")).unwrap();
+    w.write("app.py", &format!("{WAIT_FOR_GO}import json\nprint(json.dumps({{'ok': 1}}))\n"));
+    let runtime = libos::template::host_runtime_dir().display().to_string();
+    // In the view, `{runtime}` lies below `/lib`, which shows the host's `{runtime}`.
+    let below_lib = runtime.strip_prefix("/lib/").expect("the libc directory is below /lib");
+    let nested = format!("{runtime}/{below_lib}");
+    let template = format!(
+        "libos.entrypoint = \"{exe}\"\nloader.argv = [\"python3\", \"app.py\"]\nfs.mounts = [\n  \
+         {{ path = \"/lib\", uri = \"file:{{{{ gramine.runtimedir() }}}}\" }},\n  \
+         {{ path = \"{runtime}\", uri = \"file:{runtime}\" }},\n  {{ path = \"/usr\", uri = \"file:/usr\" }},\n  \
+         {{ path = \"{prefix}\", uri = \"file:{prefix}\" }},\n  {SYNC_MOUNT},\n]\nsgx.trusted_files = [ \"file:app.py\" ]\n",
+        exe = py.exe,
+        prefix = py.prefix,
+    );
+    w.manifest(&template, &[]);
+    let child = w.spawn(&mut w.launch("app.manifest", &[]));
+    wait_for(&w.path().join("sync/ready"));
+    let created_on_host = Path::new(&nested).exists();
+    fs::write(w.path().join("sync/go"), "").unwrap();
+    let out = w.finish(child);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "{\"ok\": 1}\n");
+    assert!(!created_on_host, "{nested} was created on the host during the run");
 }

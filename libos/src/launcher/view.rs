@@ -38,6 +38,18 @@ pub(crate) struct View {
     file_mounts: BTreeMap<(String, String), PathBuf>,
     /// Trusted files checked by [`View::verify_trusted_files`].
     verified: Vec<Verified>,
+    /// Devices of the tmpfs file systems the launcher mounted (entries may be created there).
+    own_devs: std::collections::HashSet<u64>,
+    /// What `build` is building: to tell the app's own directories from system ones.
+    layout: Option<Layout>,
+}
+
+/// The manifest being built and where its relative URIs point.
+struct Layout {
+    manifest: Manifest,
+    cwd: PathBuf,
+    /// `fs.root` on the host, canonical.
+    app_root: Option<PathBuf>,
 }
 
 /// The parts of an encrypted mount entry shared by its directory and file forms.
@@ -80,6 +92,8 @@ impl View {
             interp_hint: None,
             file_mounts: BTreeMap::new(),
             verified: Vec::new(),
+            own_devs: std::collections::HashSet::new(),
+            layout: None,
         };
         sys::mount_tmpfs(&view.staging, "mode=0700")
             .map_err(|e| LaunchError::view("mount the view's tmpfs", &view.staging, e))?;
@@ -89,6 +103,7 @@ impl View {
         }
         fs::set_permissions(&view.root, fs::Permissions::from_mode(0o755))
             .map_err(|e| LaunchError::view("chmod", &view.root, e))?;
+        view.remember_own_tmpfs(&view.root.clone());
         Ok(view)
     }
 
@@ -117,6 +132,11 @@ impl View {
         mounter: Option<&mut dyn EncryptedMounter>,
         log: &Log,
     ) -> Result<(), LaunchError> {
+        self.layout = Some(Layout {
+            manifest: manifest.clone(),
+            cwd: cwd.to_owned(),
+            app_root: fs::canonicalize(cwd.join(&manifest.root)).ok(),
+        });
         self.allowed_file_placeholders(manifest, cwd, log)?;
         self.bind_root(&cwd.join(&manifest.root))?;
         let mut mounter = mounter;
@@ -133,6 +153,7 @@ impl View {
                 MountKind::Tmpfs => {
                     let target = self.mountpoint(&mount.path, true)?;
                     self.mount(|| sys::mount_tmpfs(&target, "mode=1777"), "mount tmpfs", &target)?;
+                    self.remember_own_tmpfs(&target);
                     log.debug(format_args!("tmpfs at {}", mount.path));
                 }
                 MountKind::Encrypted { uri, key_name, enable_recovery } => {
@@ -449,32 +470,38 @@ impl View {
 
     /// Makes the entries of the host directory `fs.root` appear at `/`.
     fn bind_root(&mut self, host_root: &Path) -> Result<(), LaunchError> {
-        let mut entries: Vec<fs::DirEntry> = fs::read_dir(host_root)
-            .map_err(|e| LaunchError::view("read fs.root", host_root, e))?
-            .collect::<io::Result<_>>()
-            .map_err(|e| LaunchError::view("read fs.root", host_root, e))?;
+        let root = self.root.clone();
+        self.bind_entries(host_root, &root)
+    }
+
+    /// Recreates every entry of the host directory `source` inside `target` (a tmpfs of
+    /// ours): directories and files as recursive binds, symlinks as copies.
+    fn bind_entries(&mut self, source: &Path, target: &Path) -> Result<(), LaunchError> {
+        let mut entries: Vec<fs::DirEntry> = fs::read_dir(source)
+            .and_then(|d| d.collect::<io::Result<_>>())
+            .map_err(|e| LaunchError::view("read", source, e))?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
-            let source = entry.path();
-            if source == self.staging {
+            let from = entry.path();
+            if from == self.staging {
                 continue;
             }
-            let target = self.root.join(entry.file_name());
-            let file_type = entry.file_type().map_err(|e| LaunchError::view("stat", &source, e))?;
+            let to = target.join(entry.file_name());
+            let file_type = entry.file_type().map_err(|e| LaunchError::view("stat", &from, e))?;
             if file_type.is_symlink() {
-                let link = fs::read_link(&source).map_err(|e| LaunchError::view("read link", &source, e))?;
-                std::os::unix::fs::symlink(&link, &target)
-                    .map_err(|e| LaunchError::view("create link", &target, e))?;
-                self.log.push(Action::Created(target));
+                let link = fs::read_link(&from).map_err(|e| LaunchError::view("read link", &from, e))?;
+                std::os::unix::fs::symlink(&link, &to)
+                    .map_err(|e| LaunchError::view("create link", &to, e))?;
+                self.log.push(Action::Created(to));
                 continue;
             }
             if file_type.is_dir() {
-                fs::create_dir(&target).map_err(|e| LaunchError::view("create", &target, e))?;
+                fs::create_dir(&to).map_err(|e| LaunchError::view("create", &to, e))?;
             } else {
-                fs::File::create(&target).map_err(|e| LaunchError::view("create", &target, e))?;
+                fs::File::create(&to).map_err(|e| LaunchError::view("create", &to, e))?;
             }
-            self.log.push(Action::Created(target.clone()));
-            self.mount(|| sys::bind(&source, &target, true), "bind", &target)?;
+            self.log.push(Action::Created(to.clone()));
+            self.mount(|| sys::bind(&from, &to, true), "bind", &to)?;
         }
         Ok(())
     }
@@ -632,6 +659,9 @@ impl View {
                 }
                 Ok(_) => {}
                 Err(_) => {
+                    if let Some(parent) = host.parent() {
+                        self.make_room_in(parent)?;
+                    }
                     if last && !dir {
                         fs::File::create(&host)
                             .map_err(|e| LaunchError::view("create mountpoint", &host, e))?;
@@ -644,6 +674,48 @@ impl View {
             }
         }
         self.resolve(view_path)
+    }
+
+    fn remember_own_tmpfs(&mut self, dir: &Path) {
+        if let Ok(meta) = fs::metadata(dir) {
+            self.own_devs.insert(meta.dev());
+        }
+    }
+
+    /// Before a mountpoint is created in `dir` (a host path under the view root): if `dir`
+    /// is a host directory outside the app's own `fs.root` (a system directory such as the
+    /// libc directory bound at `/lib`), replace it in the view by a tmpfs that holds binds of
+    /// all its entries ("shadowing"), so that the host directory is never modified. Inside
+    /// `fs.root` the mountpoint is created on the host (and removed after the run), so that
+    /// the program's own new files there still reach the host.
+    fn make_room_in(&mut self, dir: &Path) -> Result<(), LaunchError> {
+        let Ok(meta) = fs::metadata(dir) else { return Ok(()) };
+        if self.own_devs.contains(&meta.dev()) {
+            return Ok(());
+        }
+        let Some(layout) = &self.layout else { return Ok(()) };
+        let Ok(rel) = dir.strip_prefix(&self.root) else { return Ok(()) };
+        let view_path = format!("/{}", rel.display());
+        let Some(host) = layout.manifest.view_to_host(&view_path) else { return Ok(()) };
+        let host = fs::canonicalize(layout.cwd.join(host)).ok();
+        let in_app = match (&host, &layout.app_root) {
+            (Some(h), Some(root)) => h.starts_with(root),
+            _ => true,
+        };
+        if in_app {
+            return Ok(());
+        }
+        // Keep the directory's current content reachable, then cover it with a tmpfs and
+        // bind every entry back.
+        let shadow = self.staging.join(format!("shadow-{}", self.own_devs.len()));
+        fs::create_dir(&shadow).map_err(|e| LaunchError::view("create", &shadow, e))?;
+        self.mount(|| sys::bind(dir, &shadow, true), "bind", &shadow)?;
+        let mode = format!("mode={:o}", meta.mode() & 0o7777);
+        self.mount(|| sys::mount_tmpfs(dir, &mode), "shadow", dir)?;
+        let dir = dir.to_owned();
+        self.remember_own_tmpfs(&dir);
+        self.bind_entries(&shadow, &dir)?;
+        Ok(())
     }
 
     /// Undoes everything in reverse order: encrypted mounts are flushed and unmounted,

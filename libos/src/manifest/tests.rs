@@ -342,6 +342,10 @@ fn removed_syntax_names_its_replacement() {
         ("sgx.trusted_files.python = \"file:/usr/bin/python3\"", "sgx.trusted_files", "list form"),
         ("sgx.allowed_files.out = \"file:out\"", "sgx.allowed_files", "list form"),
         ("sgx.trusted_checksum.python = \"00\"", "sgx.trusted_checksum", "list form"),
+        ("sgx.nonpie_binary = true", "sgx.nonpie_binary", "delete the line"),
+        ("loader.pal_internal_mem_size = \"128M\"", "loader.pal_internal_mem_size", "delete the line"),
+        ("sgx.require_avx = true", "sgx.require_avx", "sgx.cpu_features.avx"),
+        ("sgx.rpc_thread_num = 2", "sgx.rpc_thread_num", "sgx.insecure__rpc_thread_num"),
     ];
     for (line, key, hint) in cases {
         // Both modes refuse removed syntax: it would silently change what is protected.
@@ -422,4 +426,50 @@ fs.mounts = [
     assert_eq!(m.view_to_host("/tmp/x"), None);
     assert_eq!(m.view_to_host("infer.py").as_deref(), Some("/srv/app/infer.py"));
     assert_eq!(m.view_to_host("/").as_deref(), Some("/srv"));
+}
+
+/// spec/manifest.md §11, the worked example, rendered with `-Dentrypoint=/opt/app/.venv/bin/python3
+/// -Dvenv=/opt/app/.venv` and `gramine.runtimedir()` = `/lib/x86_64-linux-gnu`.
+#[test]
+fn the_worked_example_of_the_spec_is_accepted() {
+    let text = r#"
+libos.entrypoint = "/opt/app/.venv/bin/python3"
+loader.log_level = "error"
+loader.argv = ["python3", "infer.py"]
+loader.env.PYTHONDONTWRITEBYTECODE = "1"
+loader.env.OMP_NUM_THREADS = "1"
+loader.env.LD_PRELOAD = "libsecret_prov_attest.so"
+loader.env.SECRET_PROVISION_CONSTRUCTOR = "1"
+loader.env.SECRET_PROVISION_SET_KEY = "default"
+loader.env.SECRET_PROVISION_CA_CHAIN_PATH = "/ssl/ca.crt"
+loader.env.SECRET_PROVISION_SERVERS = "localhost:4433"
+
+fs.mounts = [
+  { path = "/lib", uri = "file:/lib/x86_64-linux-gnu" },
+  { path = "/usr", uri = "file:/usr" },
+  { path = "/opt/app/.venv", uri = "file:/opt/app/.venv" },
+  { type = "tmpfs", path = "/tmp" },
+  { path = "/ssl/ca.crt", uri = "file:ssl/ca.crt" },
+  { type = "encrypted", path = "/data/", uri = "file:enc/" },
+]
+
+sgx.remote_attestation = "dcap"
+sgx.debug = false
+sgx.trusted_files = [
+  "file:infer.py",
+  "file:ssl/ca.crt",
+  "file:/opt/app/.venv/",
+  "file:/usr/lib/python3.11/",
+]
+"#;
+    let (m, warnings) = Manifest::parse(text, Mode::Build).unwrap_or_else(|e| panic!("{e}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(m.mounts.len(), 6);
+    assert_eq!(
+        m.mounts[5].kind,
+        MountKind::Encrypted { uri: "enc/".into(), key_name: "default".into(), enable_recovery: false }
+    );
+    assert_eq!(m.view_to_host("/ssl/ca.crt").as_deref(), Some("ssl/ca.crt"));
+    assert_eq!(m.identity.remote_attestation, RemoteAttestation::Dcap);
+    assert_eq!(m.env.value("SECRET_PROVISION_SET_KEY"), Some("default"));
 }

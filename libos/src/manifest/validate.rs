@@ -36,6 +36,17 @@ const REMOVED: &[(&str, &str)] = &[
     ("sgx.ra_client_linkable", "EPID is gone; use `sgx.remote_attestation = \"dcap\"`"),
     ("loader.exec", "use `libos.entrypoint`"),
     ("loader.preload", "use `libos.entrypoint` (and `loader.entrypoint.uri` for the LibOS itself)"),
+    ("sgx.nonpie_binary", "Gramine handles PIE and non-PIE programs without it: delete the line"),
+    ("loader.pal_internal_mem_size", "Gramine sizes its internal memory itself: delete the line"),
+    ("sgx.static_address", "delete the line (the enclave address is chosen automatically)"),
+    ("sgx.rpc_thread_num", "use `sgx.insecure__rpc_thread_num`"),
+    ("sgx.require_avx", "use `sgx.cpu_features.avx = \"required\"`"),
+    ("sgx.require_avx512", "use `sgx.cpu_features.avx512 = \"required\"`"),
+    ("sgx.require_mpx", "use `sgx.cpu_features.mpx = \"required\"`"),
+    ("sgx.require_pkru", "use `sgx.cpu_features.pkru = \"required\"`"),
+    ("sgx.require_amx", "use `sgx.cpu_features.amx = \"required\"`"),
+    ("sgx.require_exinfo", "use `sgx.use_exinfo = true`"),
+    ("loader.argv0_override", "use `loader.argv` (it includes argv[0])"),
     (
         "sgx.trusted_checksum",
         "use the list form `sgx.trusted_files = [ { uri = \"file:...\", sha256 = \"...\" } ]`",
@@ -66,6 +77,7 @@ const ACCEPTED: &[&str] = &[
     "sys.allowed_ioctls",
     "sys.ioctl_structs.*",
     "sys.debug__mock_syscalls",
+    "fs.experimental__enable_sysfs_topology",
 ];
 
 const DEFAULT_ENCLAVE_SIZE: u64 = 256 << 20;
@@ -329,8 +341,8 @@ impl Builder {
                 Value::Str(_) => cx.error(
                     key,
                     &node.span,
-                    "a string `loader.entrypoint` was removed from Gramine; set `libos.entrypoint` to the \
-                     program (and `loader.entrypoint.uri` only to name the LibOS)",
+                    "a string `loader.entrypoint` was removed from Gramine; write \
+                     `loader.entrypoint.uri = \"file:...\"` (the program itself is `libos.entrypoint`)",
                 ),
                 _ => {
                     let Some(entries) = cx.table(key, node) else { return };
