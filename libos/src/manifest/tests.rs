@@ -378,6 +378,9 @@ fn unknown_keys_fail_the_build_and_warn_at_run_time() {
     );
     let w = warnings("libos.entrypoint = \"/x\"\nnew_section.a = 1\n", Mode::Run);
     assert_eq!(w[0].key, "new_section");
+    // Below a partly known table, the unknown part is named.
+    let d = err("libos.entrypoint = \"/x\"\nsys.stack.size = \"1M\"\nsys.stack.colour = 1\n");
+    assert_eq!((d.key.as_str(), d.line), ("sys.stack.colour", 3));
 }
 
 #[test]
