@@ -374,6 +374,19 @@ mod tests {
     }
 
     #[test]
+    fn jinja_features_used_by_gramine_templates() {
+        let out = render(
+            "t",
+            "{{ '1' if env.get('EDMM', '0') == '1' else '0' }} {{ ['a', 'b'] | tojson }} \
+             {% for x in [1, 2, 3] %}{% if x == 2 %}{% continue %}{% endif %}{{ x }}{% endfor %} \
+             {{ 'a:b'.split(':') | join('/') }}",
+            &opts(&[]),
+        )
+        .unwrap();
+        assert_eq!(out, "0 [\"a\",\"b\"] 13 a/b");
+    }
+
+    #[test]
     fn undefined_variables_are_errors() {
         let err = render("app.manifest.template", "a = 1\nb = \"{{ nope }}\"\n", &opts(&[])).unwrap_err();
         assert!(err.to_string().contains("app.manifest.template"), "{err}");
