@@ -6,6 +6,38 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+/// Long help of `pfs manifest`.
+pub const MANIFEST_ABOUT: &str = "\
+Render a Gramine manifest template, validate it and hash its trusted files (gramine-manifest).
+
+The template is Jinja (env, -D defines, python.*, ldd(), gramine.libos, gramine.runtimedir()).
+The result is checked against the supported manifest subset (unknown keys and syntax Gramine
+removed are errors, with the line), every sgx.trusted_files entry gets its SHA-256 (directories
+ending in / are expanded), and the final manifest is written to OUTPUT. Relative file: URIs are
+relative to the current directory. The printed simulated measurement is what a key server's
+policy must expect; it is NOT an SGX MRENCLAVE (see docs/LIBOS.md).";
+
+/// Examples of `pfs manifest`.
+pub const MANIFEST_EXAMPLES: &str = "\
+Examples:
+  pfs manifest app.manifest.template app.manifest -Dentrypoint=/usr/bin/python3
+  pfs manifest --pin-launcher app.manifest.template app.manifest  # measure this pfs too";
+
+/// Long help of `pfs run`.
+pub const RUN_ABOUT: &str = "\
+Run a manifest's program in the simulated TEE (gramine-sgx / gramine-direct).
+
+The program sees only the manifest's file system (fs.root and fs.mounts, in a private mount
+namespace), its argv and environment; trusted files are verified before it starts. The exit
+status is the program's (128+N for signal N); launcher failures use 120-127 (docs/LIBOS.md).
+SIMULATED: nothing is protected against the host, as the first line of output says.";
+
+/// Examples of `pfs run`.
+pub const RUN_EXAMPLES: &str = "\
+Examples:
+  pfs run app.manifest
+  pfs run app script.py --flag    # app.manifest; args used with loader.insecure__use_cmdline_argv";
+
 /// `pfs manifest TEMPLATE OUTPUT [-D NAME=VALUE]...`
 #[derive(Debug, Args)]
 pub struct ManifestArgs {

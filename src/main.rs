@@ -21,8 +21,10 @@ struct Cli {
 enum Command {
     /// Render a manifest template, validate it, hash its trusted files and print the
     /// simulated measurement.
+    #[command(long_about = cmd_run::MANIFEST_ABOUT, after_help = cmd_run::MANIFEST_EXAMPLES)]
     Manifest(cmd_run::ManifestArgs),
     /// Run a manifest's program in the simulated TEE (private mount namespace, chroot view).
+    #[command(long_about = cmd_run::RUN_ABOUT, after_help = cmd_run::RUN_EXAMPLES)]
     Run(cmd_run::RunArgs),
 }
 
@@ -37,5 +39,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => ExitCode::from(cmd_run::run_run(&args)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }
