@@ -144,8 +144,10 @@ impl View {
             match &mount.kind {
                 MountKind::Chroot { uri } => {
                     let source = cwd.join(uri);
-                    let meta = fs::metadata(&source)
-                        .map_err(|e| LaunchError::view("open mount source", &source, e))?;
+                    let meta = fs::metadata(&source).map_err(|e| {
+                        let what = format!("mount file:{uri} at {}: open its source", mount.path);
+                        LaunchError::view(&what, &source, e)
+                    })?;
                     let target = self.mountpoint(&mount.path, meta.is_dir())?;
                     self.mount(|| sys::bind(&source, &target, true), "bind", &target)?;
                     log.debug(format_args!("mounted {} at {}", source.display(), mount.path));
