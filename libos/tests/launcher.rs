@@ -494,6 +494,18 @@ fn launcher_failures_have_named_exit_codes() {
     assert_eq!(out.status.code(), Some(libos::exit::NOT_FOUND.into()), "{}", show(&out));
     assert!(text(&out.stderr).contains("/nonexistent/python3"), "{}", show(&out));
 
+    // The entrypoint's mount is hidden by a later one (Gramine applies mounts in order).
+    let hidden = simple_template(&py, "app.py", "")
+        .replacen(&format!("\"{}\"", py.exe), "\"/opt/py/python3\"", 1)
+        .replace(
+            "  { type = \"tmpfs\", path = \"/tmp\" }",
+            &format!("  {{ path = \"/opt/py/python3\", uri = \"file:{}\" }},\n  {{ type = \"tmpfs\", path = \"/opt\" }}", py.exe),
+        );
+    w.manifest(&hidden, &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(libos::exit::NOT_FOUND.into()), "{}", show(&out));
+    assert!(text(&out.stderr).contains("is listed later and hides it: list /opt first"), "{}", show(&out));
+
     // Encrypted mounts need pfs-fuse (no mounter given here).
     fs::create_dir(w.path().join("enc")).unwrap();
     let template =

@@ -209,6 +209,10 @@ impl View {
     /// created in the view's own tmpfs (never inside a host directory).
     fn provide_elf_interpreter(&mut self, manifest: &Manifest, log: &Log) -> Result<(), LaunchError> {
         let Ok(mut program) = self.resolve(&manifest.entrypoint_in_view()) else { return Ok(()) };
+        if !program.exists() {
+            self.interp_hint = hidden_by_later_mount(manifest, &manifest.entrypoint_in_view());
+            return Ok(());
+        }
         if let Some(script_interpreter) = shebang(&program) {
             let Ok(p) = self.resolve(&script_interpreter) else { return Ok(()) };
             program = p;
@@ -766,6 +770,26 @@ impl Drop for View {
     fn drop(&mut self) {
         let _ = self.teardown();
     }
+}
+
+/// Explains a missing in-view path that an earlier mount provided but a later mount hides
+/// (Gramine applies mounts in order; e.g. a tmpfs at `/tmp` listed after a venv in `/tmp/..`).
+fn hidden_by_later_mount(manifest: &Manifest, view_path: &str) -> Option<String> {
+    use crate::manifest::strip_view_prefix;
+    let mounts = &manifest.mounts;
+    let (i, provider, j, hider) = mounts.iter().enumerate().find_map(|(i, provider)| {
+        strip_view_prefix(view_path, &provider.path)?;
+        let (j, hider) =
+            mounts.iter().enumerate().skip(i + 1).find(|(_, m)| {
+                m.path != provider.path && strip_view_prefix(&provider.path, &m.path).is_some()
+            })?;
+        Some((i, provider, j, hider))
+    })?;
+    Some(format!(
+        "fs.mounts[{i}] provides it at {}, but fs.mounts[{j}] at {} is listed later and hides it: \
+         list {} first",
+        provider.path, hider.path, hider.path
+    ))
 }
 
 /// The interpreter of a `#!` script, if `path` is one.
