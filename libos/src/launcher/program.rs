@@ -167,7 +167,6 @@ mod tests {
     fn env_is_empty_by_default_and_manifest_wins() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("env"), b"A=from-file\0B=b\0").unwrap();
-        // SAFETY-free: PATH is always set for the test process.
         let m = manifest(
             "libos.entrypoint = \"/bin/x\"\nloader.env_src_file = \"file:env\"\nloader.env.A = \"manifest\"\n\
              loader.env.PATH = { passthrough = true }\nloader.env.NOT_SET_ANYWHERE_X = { passthrough = true }\n",
