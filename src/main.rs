@@ -1,7 +1,11 @@
 //! The `pfs` command line.
+//!
+//! `pfs run` creates a mount namespace, which requires a single-threaded process: nothing
+//! here may start a thread before `cmd_run::run_run` is called.
 #![forbid(unsafe_code)]
 
 mod cmd_attest;
+mod cmd_run;
 
 use std::process::ExitCode;
 
@@ -12,29 +16,39 @@ use clap::{Parser, Subcommand};
 #[command(name = "pfs", version, about)]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Cmd {
+enum Command {
     /// Verify SGX DCAP evidence and check it against a key-release policy.
     #[command(subcommand)]
     Attest(cmd_attest::AttestCmd),
     /// Run the key server (Gramine secret-provisioning protocol over RA-TLS).
     Keyserver(cmd_attest::KeyserverArgs),
+    /// Render a manifest template, validate it, hash its trusted files and print the
+    /// simulated measurement.
+    #[command(long_about = cmd_run::MANIFEST_ABOUT, after_help = cmd_run::MANIFEST_EXAMPLES)]
+    Manifest(cmd_run::ManifestArgs),
+    /// Run a manifest's program in the simulated TEE (private mount namespace, chroot view).
+    #[command(long_about = cmd_run::RUN_ABOUT, after_help = cmd_run::RUN_EXAMPLES)]
+    Run(cmd_run::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let res = match cli.cmd {
-        Cmd::Attest(c) => cmd_attest::run_attest(c),
-        Cmd::Keyserver(a) => cmd_attest::run_keyserver(a),
+    let result = match cli.command {
+        // `pfs run` passes the program's exit status through.
+        Command::Run(args) => return ExitCode::from(cmd_run::run_run(&args)),
+        Command::Attest(c) => cmd_attest::run_attest(c),
+        Command::Keyserver(a) => cmd_attest::run_keyserver(a),
+        Command::Manifest(args) => cmd_run::run_manifest(&args).map(|()| true),
     };
-    match res {
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("pfs: error: {e:#}");
             cmd_attest::exit_code_for(&e)
         }
     }
