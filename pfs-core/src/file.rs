@@ -504,10 +504,23 @@ impl<S: NodeStore> ProtectedFile<S> {
         let mut problems: Vec<NodeProblem> = Vec::new();
         let mut by_node: Vec<(PhysicalNode, usize)> = Vec::new();
         let count = layout::data_node_count(self.meta.size);
+        // Physical numbers grow with the data node number, so once one data node lies
+        // past the host file's end all later ones do: report them as one truncation
+        // instead of visiting every node a (possibly hostile) size claims.
+        let host_nodes = self.store.byte_len().map(|len| len / NODE_SIZE_U64).unwrap_or(u64::MAX);
         for d in 0..count {
             let node = DataNode(d);
             let start = node.plaintext_offset();
             let range = start..(start + NODE_SIZE_U64).min(self.meta.size);
+            if node.physical().0 >= host_nodes && !self.cache.contains(node.physical()) {
+                let error = Error::NodeMissing {
+                    kind: Some(NodeKind::Data(node)),
+                    node: node.physical(),
+                    offset: start,
+                };
+                problems.push(NodeProblem { error, unreadable: vec![start..self.meta.size] });
+                break;
+            }
             let result = self.load_data_node(node, false).and_then(|()| self.shrink_cache());
             let Err(error) = result else { continue };
             let key = match &error {
@@ -870,8 +883,18 @@ impl<S: NodeStore> ProtectedFile<S> {
             .write_nodes(METADATA_NODE, self.meta_image.bytes())
             .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
         self.meta_dirty = false;
-        if journaled && self.write_barriers {
-            self.sync_store()?;
+        if journaled {
+            if self.write_barriers {
+                self.sync_store()?;
+            }
+            // The flush is complete: empty the journal, so that a later flush which is
+            // not journaled (a metadata-only write) can never be "recovered" from these
+            // stale records into the state before this flush.
+            let journal = self.journal.as_mut().expect("BUG: journaled flush without a journal");
+            journal.replace(&[]).map_err(|e| Error::io(None, e))?;
+            if self.write_barriers {
+                journal.sync().map_err(|e| Error::io(None, e))?;
+            }
         }
         Ok(())
     }
@@ -1056,11 +1079,18 @@ fn recover<S: NodeStore>(store: &mut S, journal: &mut dyn RecoveryJournal) -> Re
     let Ok(records) = parse_records(&bytes) else {
         return Ok(None);
     };
-    for (node, image) in &records {
+    // The journal is not authenticated: a record may only restore a node inside the host
+    // file. Nodes past its end cannot be referenced by the metadata being restored
+    // (Gramine records such never-written nodes as zero images), so they are skipped,
+    // and a hostile record can never make the host file grow.
+    let host_nodes = store.byte_len().map_err(|e| Error::io(None, e))? / NODE_SIZE_U64;
+    let mut restored = 0;
+    for (node, image) in records.iter().filter(|(node, _)| node.0 < host_nodes) {
         store.write_nodes(*node, &image[..]).map_err(|e| Error::io(Some(*node), e))?;
+        restored += 1;
     }
     store.sync().map_err(|e| Error::io(None, e))?;
-    Ok(Some(records.len()))
+    Ok(Some(restored))
 }
 
 /// Seals each data node in place under its key; returns the tags in order.
