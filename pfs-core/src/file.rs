@@ -518,7 +518,8 @@ impl<S: NodeStore> ProtectedFile<S> {
                     node: node.physical(),
                     offset: start,
                 };
-                problems.push(NodeProblem { error, unreadable: vec![start..self.meta.size] });
+                let rest_of_file = start..self.meta.size;
+                problems.push(NodeProblem { error, unreadable: vec![rest_of_file] });
                 break;
             }
             let result = self.load_data_node(node, false).and_then(|()| self.shrink_cache());
