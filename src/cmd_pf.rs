@@ -581,8 +581,11 @@ fn print_info(info: &Info) -> io::Result<()> {
             ""
         }
     )?;
-    let aligned =
-        if info.host_size % NODE_SIZE_U64 == 0 { "" } else { " (not a multiple of 4096: truncated)" };
+    let aligned = if info.host_size.is_multiple_of(NODE_SIZE_U64) {
+        ""
+    } else {
+        " (not a multiple of 4096: truncated)"
+    };
     writeln!(out, "host size:       {} bytes, {} nodes{aligned}", info.host_size, info.host_nodes)?;
     if let Some(path) = &info.embedded_path {
         writeln!(out, "embedded path:   {path}")?;
