@@ -16,11 +16,11 @@ use pfs_core::{
     Error as PfError, FileStore, FormatVersion, Key, OpenOptions, PendingWritePolicy, ProtectedFile,
 };
 use serde::Serialize;
-use zeroize::Zeroizing;
 
 use crate::Outcome;
 use crate::keyfile::{read_key, write_new_key};
 use crate::output::AtomicOutput;
+use crate::pipeline::pump;
 use crate::report::Reporter;
 use crate::size::format_size;
 use crate::walk::{ensure_not_inside, walk};
@@ -205,17 +205,17 @@ fn encrypt_file(
     let store = FileStore::new(output.clone_file()?);
     let mut pf =
         ProtectedFile::create(store, key, embedded, options).context("cannot create the protected file")?;
-    let mut buf = Zeroizing::new(vec![0u8; CHUNK_SIZE]);
     let mut offset = 0u64;
-    loop {
-        let n = read_full(&mut input, &mut buf).with_context(|| format!("cannot read {}", src.display()))?;
-        if n == 0 {
-            break;
-        }
-        pf.write_at(offset, &buf[..n]).with_context(|| format!("cannot write {}", dest.display()))?;
-        offset += n as u64;
-        reporter.advance(n as u64);
-    }
+    pump(
+        CHUNK_SIZE,
+        |buf| read_full(&mut input, buf).with_context(|| format!("cannot read {}", src.display())),
+        |chunk| {
+            pf.write_at(offset, chunk).with_context(|| format!("cannot write {}", dest.display()))?;
+            offset += chunk.len() as u64;
+            reporter.advance(chunk.len() as u64);
+            Ok(())
+        },
+    )?;
     pf.close().with_context(|| format!("cannot write {}", dest.display()))?;
     output.commit(mode, sync)?;
     Ok(offset)
@@ -432,19 +432,22 @@ fn decrypt_file(
     let mode = fs::metadata(src).ok().map(|m| m.permissions().mode());
     let output = AtomicOutput::create(dest)?;
     let mut out = output.file();
-    let mut buf = Zeroizing::new(vec![0u8; CHUNK_SIZE]);
     let mut offset = 0u64;
-    loop {
-        let n = pf.read_at(offset, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        out.write_all(&buf[..n]).with_context(|| format!("cannot write {}", dest.display()))?;
-        offset += n as u64;
-        reporter.advance(n as u64);
-    }
+    let size = pump(
+        CHUNK_SIZE,
+        |buf| {
+            let n = pf.read_at(offset, buf)?;
+            offset += n as u64;
+            Ok(n)
+        },
+        |chunk| {
+            out.write_all(chunk).with_context(|| format!("cannot write {}", dest.display()))?;
+            reporter.advance(chunk.len() as u64);
+            Ok(())
+        },
+    )?;
     output.commit(mode, sync)?;
-    Ok(offset)
+    Ok(size)
 }
 
 // ---------------------------------------------------------------------------------------

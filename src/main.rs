@@ -11,6 +11,7 @@ mod cmd_bench;
 mod cmd_pf;
 mod keyfile;
 mod output;
+mod pipeline;
 mod report;
 mod size;
 mod walk;
