@@ -25,13 +25,10 @@ use crate::report::Reporter;
 use crate::size::format_size;
 use crate::walk::{ensure_not_inside, walk};
 
-/// Bytes moved per read/write call while streaming a file in or out of the engine.
-const CHUNK_SIZE: usize = 4 << 20;
-
-/// Node-cache capacity while encrypting: every time the cache overflows with dirty nodes
-/// the engine flushes them as one batch, sealed in parallel, so a batch of a few MiB keeps
-/// both cores busy and amortises the per-flush MHT and metadata writes.
-const ENCRYPT_CACHE_NODES: usize = 1024;
+/// Bytes moved per read/write call while streaming a file in or out of the engine. Measured
+/// on the 2-core project machine: 1 MiB beat 64 KiB, 256 KiB and 4 MiB for a 256 MiB file
+/// (docs/PERFORMANCE.md); three such buffers are in flight (see `pipeline::pump`).
+const CHUNK_SIZE: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------------------
 // keygen
@@ -135,7 +132,9 @@ pub struct EncryptArgs {
 pub fn encrypt(args: &EncryptArgs) -> Result<Outcome> {
     let key = read_key(&args.key)?;
     let format = if args.format == 1 { FormatVersion::V1 } else { FormatVersion::V2 };
-    let options = OpenOptions::new().format(format).cache_nodes(ENCRYPT_CACHE_NODES);
+    // The engine's default cache (256 nodes) measured best for streaming: 64 nodes flush
+    // too often, 1024 and 4096 cost more CPU (docs/PERFORMANCE.md).
+    let options = OpenOptions::new().format(format);
     let input_meta =
         fs::metadata(&args.input).with_context(|| format!("cannot read input {}", args.input.display()))?;
     let mut reporter = Reporter::new(args.quiet);
