@@ -131,8 +131,8 @@ pub fn bench(args: &BenchArgs) -> Result<Outcome> {
         Backing::Dir(dir) => format!("in a file in {}", dir.display()),
     };
     println!(
-        "pfs bench: {:?} {direction} of {}, {ops} ops over a {} protected file {place}",
-        args.pattern,
+        "pfs bench: {} {direction} of {}, {ops} ops over a {} protected file {place}",
+        args.pattern.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default(),
         format_size(args.io_size),
         format_size(args.size),
     );

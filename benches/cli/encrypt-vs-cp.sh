@@ -11,7 +11,8 @@
 # Cold rounds drop the page cache before every command (needs root; skipped otherwise), so
 # each command reads its input from disk. Outputs are removed before every command and
 # nobody fsyncs (cp does not either). Uses hyperfine when present (installs it with apt-get
-# when run as root), else a bash loop; both report the mean and the median of the rounds.
+# when run as root), else a bash loop; both report the mean and the median of the rounds,
+# and hyperfine also the CPU time (user + system), which shows less noise on a busy machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -47,16 +48,17 @@ DROP="sync; echo 3 > /proc/sys/vm/drop_caches"
 echo "== machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "== pfs: $("$PFS" --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 
-# Prints "name mean median" lines from a hyperfine JSON export.
+# Prints "name mean median cpu" lines (seconds; cpu = user + system) from a hyperfine JSON export.
 summarize_json() {
   python3 - "$1" <<'EOF'
 import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
-    print(r["command"], r["mean"], r["median"])
+    print(r["command"], r["mean"], r["median"], r["user"] + r["system"])
 EOF
 }
 
-# Runs one mode (cold|warm); prints "name mean median" for cp, encrypt, decrypt.
+# Runs one mode (cold|warm); prints "name mean median cpu" for cp, encrypt, decrypt
+# (cpu is "nan" from the bash loop, which does not measure it).
 run_mode() {
   local mode=$1 prepare=$CLEAN
   [ "$mode" = cold ] && prepare="$CLEAN; $DROP"
@@ -80,7 +82,7 @@ run_mode() {
     done
     for name in cp encrypt decrypt; do
       echo "$name $(echo "${times[$name]}" | tr ' ' '\n' | grep . | sort -g |
-        awk '{a[NR]=$1; s+=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; print s/NR, m}')"
+        awk '{a[NR]=$1; s+=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; print s/NR, m, "nan"}')"
     done
   fi
 }
@@ -96,10 +98,10 @@ for mode in "${modes[@]}"; do
   echo "== $mode page cache, $ROUNDS rounds, ${SIZE_MIB} MiB"
   results=$(run_mode "$mode")
   cp_median=$(awk '$1 == "cp" {print $3}' <<<"$results")
-  printf '%-8s %10s %10s %10s %14s\n' command "mean (s)" "median (s)" "MiB/s" "median / cp"
-  while read -r name mean median; do
-    printf '%-8s %10.3f %10.3f %10.0f %13.2fx\n' "$name" "$mean" "$median" \
-      "$(echo "$SIZE_MIB / $median" | bc -l)" "$(echo "$median / $cp_median" | bc -l)"
+  printf '%-8s %10s %10s %10s %14s %12s\n' command "mean (s)" "median (s)" "MiB/s" "median / cp" "CPU (s)"
+  while read -r name mean median cpu; do
+    printf '%-8s %10.3f %10.3f %10.0f %13.2fx %12.3f\n' "$name" "$mean" "$median" \
+      "$(echo "$SIZE_MIB / $median" | bc -l)" "$(echo "$median / $cp_median" | bc -l)" "$cpu"
   done <<<"$results"
 done
 
