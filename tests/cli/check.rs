@@ -10,7 +10,13 @@ const NODE: usize = 4096;
 /// Encrypts `size` bytes into `name` inside `dir`.
 fn make(dir: &Path, name: &str, size: usize) {
     fs::write(dir.join("plain"), plaintext(name, size)).unwrap();
-    pfs(dir, &["encrypt", "-q", "-w", "k.key", "-i", "plain", "-o", name]).ok();
+    let run = pfs(dir, &["encrypt", "-q", "-w", "k.key", "-i", "plain", "-o", name]).ok();
+    assert!(
+        run.stdout.is_empty() && run.stderr.is_empty(),
+        "-q must be quiet: {} {}",
+        run.stdout,
+        run.stderr
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ fn a_directory_tree_round_trips_with_each_file_bound_to_its_output_path() {
     make_tree(&d.join("plain"));
     let run = pfs(d, &["encrypt", "-w", "k.key", "-i", "plain", "-o", "./enc//data/"]).ok();
     assert!(run.stdout.contains("5 file(s)"), "{}", run.stdout);
+    assert!(run.stderr.is_empty(), "no progress bar or warnings off a terminal: {}", run.stderr);
     for (rel, size) in FILES {
         let enc = format!("enc/data/{rel}");
         let info = info_json(d, &["-w", "k.key", &enc]);
