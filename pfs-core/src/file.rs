@@ -232,13 +232,18 @@ impl<S: NodeStore> ProtectedFile<S> {
             check_path_len(expected)?;
         }
         let host_size = store.byte_len().map_err(|e| Error::io(Some(METADATA_NODE), e))?;
-        if host_size % NODE_SIZE_U64 != 0 {
-            return Err(Error::InvalidHeader(HeaderProblem::UnalignedHostSize { host_size }));
-        }
         let mut meta_image = NodeBuf::zeroed();
         let read = store
             .read_nodes(METADATA_NODE, meta_image.bytes_mut())
             .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+        // A foreign file is reported as such before its size is judged (Gramine reports
+        // both as INVALID_HEADER; the bad magic is the more useful reason).
+        if read == 1 && meta_image.bytes()[..8] != crate::metadata::FILE_ID {
+            return Err(Error::InvalidHeader(HeaderProblem::BadMagic));
+        }
+        if !host_size.is_multiple_of(NODE_SIZE_U64) {
+            return Err(Error::InvalidHeader(HeaderProblem::UnalignedHostSize { host_size }));
+        }
         if read == 0 {
             return Err(Error::NodeMissing { kind: None, node: METADATA_NODE, offset: 0 });
         }
