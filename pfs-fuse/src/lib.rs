@@ -324,6 +324,7 @@ pub fn run_until_signal(
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(io::Error::from)?;
     let handle = mount(cfg, mountpoint)?;
     on_ready();
+    let waiter = nix::sys::pthread::pthread_self();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let watcher = std::thread::Builder::new().name("pfs-unmount".into()).spawn(move || {
@@ -331,7 +332,9 @@ pub fn run_until_signal(
             std::thread::sleep(Duration::from_millis(50));
         }
         let r = if stop2.load(Ordering::Acquire) { handle.unmount() } else { handle.join() };
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR1);
+        // Directed at the waiting thread, which blocks SIGUSR1, so the process-wide
+        // default action never applies.
+        let _ = nix::sys::pthread::pthread_kill(waiter, Signal::SIGUSR1);
         r
     })?;
     // SIGUSR1 comes only from the watcher, once the session has ended.

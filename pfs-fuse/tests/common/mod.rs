@@ -177,3 +177,104 @@ impl Rng {
 pub fn errno(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)
 }
+
+/// Environment variables that turn a test binary into a mount daemon (see
+/// [`daemon_entry`]).
+pub const DAEMON_ENV: &str = "PFS_FUSE_TEST_DAEMON";
+
+/// Body of the `daemon_entry` test each test file that spawns daemons defines: when the
+/// binary runs as a daemon child, mount `enc` on `plain` in the foreground and serve until
+/// SIGTERM; otherwise return at once.
+pub fn daemon_entry() {
+    let Ok(spec) = std::env::var(DAEMON_ENV) else { return };
+    let mut parts = spec.split('\n');
+    let enc = PathBuf::from(parts.next().unwrap());
+    let plain = PathBuf::from(parts.next().unwrap());
+    let prefix = parts.next().filter(|p| !p.is_empty()).map(|p| p.as_bytes().to_vec());
+    init_log();
+    let mut cfg = MountConfig::new(&enc, key());
+    cfg.path_prefix = prefix;
+    pfs_fuse::run_until_signal(cfg, &plain, || {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        writeln!(out, "PFS-DAEMON-READY").unwrap();
+        out.flush().unwrap();
+    })
+    .unwrap();
+    std::process::exit(0);
+}
+
+/// A mount served by a separate process (this test binary re-run as a daemon). Needed
+/// whenever the test uses mmap on the mount (a daemon in the same address space would
+/// deadlock against the test's `mmap_lock`) or kills the daemon.
+pub struct ChildMount {
+    pub child: Option<std::process::Child>,
+    pub plain: PathBuf,
+}
+
+impl ChildMount {
+    pub fn spawn(enc: &Path, plain: &Path, prefix: Option<&str>) -> Self {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().unwrap();
+        let spec = format!("{}\n{}\n{}", enc.display(), plain.display(), prefix.unwrap_or(""));
+        let mut child = std::process::Command::new(exe)
+            .args(["--exact", "daemon_entry", "--nocapture", "--test-threads=1"])
+            .env(DAEMON_ENV, spec)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        // libtest prints its own lines first; wait for ours.
+        loop {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 {
+                let st = child.wait().unwrap();
+                panic!("FUSE daemon child failed to mount ({st}); these tests need /dev/fuse and root");
+            }
+            if line.trim_end().ends_with("PFS-DAEMON-READY") {
+                break;
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        assert!(mounted_at(plain));
+        ChildMount { child: Some(child), plain: plain.to_path_buf() }
+    }
+
+    /// Unmounts from outside as `pfs umount` does; the daemon flushes and exits 0.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            pfs_fuse::unmount(&self.plain, std::time::Duration::from_secs(60)).unwrap();
+            let st = c.wait().unwrap();
+            assert!(st.success(), "daemon exit status {st}");
+        }
+        assert!(!mounted_at(&self.plain), "still mounted after the daemon stopped");
+    }
+
+    /// kill -9 of the daemon, then removal of the dead mount.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        let st = std::process::Command::new("umount").arg("-l").arg(&self.plain).status().unwrap();
+        assert!(st.success());
+        assert!(!mounted_at(&self.plain));
+    }
+}
+
+impl Drop for ChildMount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+        if mounted_at(&self.plain) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.plain).status();
+        }
+    }
+}
