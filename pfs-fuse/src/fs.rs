@@ -36,6 +36,20 @@ pub struct PfsFs {
     inodes: Mutex<Inodes>,
     open: Mutex<OpenFiles>,
     dirs: Mutex<DirHandles>,
+    /// The last engine error logged per inode, so one failure gives one log line.
+    last_error: Mutex<std::collections::HashMap<u64, String>>,
+}
+
+fn errno_name(e: Errno) -> String {
+    match e.code() {
+        libc::EIO => "EIO".into(),
+        libc::EACCES => "EACCES".into(),
+        libc::EROFS => "EROFS".into(),
+        libc::EFBIG => "EFBIG".into(),
+        libc::ENAMETOOLONG => "ENAMETOOLONG".into(),
+        libc::ENOSPC => "ENOSPC".into(),
+        c => format!("errno {c}"),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +126,7 @@ impl PfsFs {
             inodes: Mutex::new(Inodes::new()),
             open: Mutex::new(OpenFiles::default()),
             dirs: Mutex::new(DirHandles::default()),
+            last_error: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -120,14 +135,18 @@ impl PfsFs {
     /// names the node and plaintext offset).
     fn pf_errno(&self, ino: u64, rel: &[u8], op: &str, e: &pfs_core::Error) -> Errno {
         let errno = Errno::from_i32(e.errno());
-        if e.is_integrity() {
-            error!("inode {ino} {:?}: {op} failed (EIO): {e}", show(rel));
-        } else if matches!(e, pfs_core::Error::PathMismatch { .. }) {
-            warn!("inode {ino} {:?}: {op} refused (EACCES): {e}", show(rel));
-        } else if errno == Errno::EACCES {
-            warn!("inode {ino} {:?}: {op} refused (EACCES): {e}", show(rel));
+        let line = format!("inode {ino} {:?}: {op} failed ({}): {e}", show(rel), errno_name(errno));
+        // The kernel retries a failed read in smaller pieces: say it once per inode.
+        let mut last = lock(&self.last_error);
+        if last.get(&ino) == Some(&line) {
+            return errno;
+        }
+        last.insert(ino, line.clone());
+        drop(last);
+        if errno == Errno::EIO {
+            error!("{line}");
         } else {
-            warn!("inode {ino} {:?}: {op} failed (errno {}): {e}", show(rel), errno.code());
+            warn!("{line}");
         }
         errno
     }
