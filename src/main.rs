@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 mod cmd_attest;
+mod cmd_demo;
+mod cmd_mount;
 mod cmd_run;
 
 use std::process::ExitCode;
@@ -13,7 +15,7 @@ use clap::{Parser, Subcommand};
 
 /// Gramine-compatible protected files, attestation and key provisioning.
 #[derive(Debug, Parser)]
-#[command(name = "pfs", version, about)]
+#[command(name = "pfs", version, about, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,6 +35,15 @@ enum Command {
     /// Run a manifest's program in the simulated TEE (private mount namespace, chroot view).
     #[command(long_about = cmd_run::RUN_ABOUT, after_help = cmd_run::RUN_EXAMPLES)]
     Run(cmd_run::RunArgs),
+    /// Mount a directory of protected files as a plaintext view (FUSE).
+    #[command(long_about = cmd_mount::MOUNT_ABOUT, after_help = cmd_mount::MOUNT_EXAMPLES)]
+    Mount(cmd_mount::MountArgs),
+    /// Flush and unmount a `pfs mount`.
+    Umount(cmd_mount::UmountArgs),
+    /// The paper's whole workflow in one command: key, encrypted model and input, key
+    /// server, an unmodified Python program under `pfs run`, encrypted result.
+    #[command(long_about = cmd_demo::DEMO_ABOUT)]
+    Demo(cmd_demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +54,9 @@ fn main() -> ExitCode {
         Command::Attest(c) => cmd_attest::run_attest(c),
         Command::Keyserver(a) => cmd_attest::run_keyserver(a),
         Command::Manifest(args) => cmd_run::run_manifest(&args).map(|()| true),
+        Command::Mount(args) => cmd_mount::run_mount(&args).map(|()| true),
+        Command::Umount(args) => cmd_mount::run_umount(&args).map(|()| true),
+        Command::Demo(args) => cmd_demo::run_demo(&args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
