@@ -100,11 +100,31 @@ pub fn run_manifest(args: &ManifestArgs) -> anyhow::Result<()> {
 /// attest client with the simulated attester (builds with the `insecure-sim` feature).
 /// Must be called before the process starts any thread (it creates the mount namespace).
 pub fn run_run(args: &RunArgs) -> u8 {
+    // pfs-fuse says why a file was refused (wrong key, tampering, a foreign or misplaced
+    // file) in one `log` line per failure; the program itself only sees EACCES or EIO.
+    if log::set_boxed_logger(Box::new(MountLogger)).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
     let mut mounter = PfsFuseMounter;
     let mut provider = SimProvisioning;
     let launcher =
         libos::launcher::Launcher { mounter: Some(&mut mounter), key_provider: Some(&mut provider) };
     libos::launcher::main(&args.manifest, &args.args, launcher)
+}
+
+/// Prints pfs-fuse's warnings and errors during `pfs run`, naming their origin.
+struct MountLogger;
+
+impl log::Log for MountLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn && m.target().starts_with("pfs")
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!("pfs run: encrypted mount: {}: {}", r.level().as_str().to_lowercase(), r.args());
+        }
+    }
+    fn flush(&self) {}
 }
 
 /// The `EncryptedMounter` seam: an in-process pfs-fuse mount per encrypted directory.
