@@ -38,7 +38,12 @@ pub struct PfsFs {
     dirs: Mutex<DirHandles>,
     /// The last engine error logged per inode, so one failure gives one log line.
     last_error: Mutex<std::collections::HashMap<u64, String>>,
+    /// Plaintext size per host inode, valid while the host file's stamp is unchanged.
+    sizes: Mutex<std::collections::HashMap<u64, (HostStamp, u64)>>,
 }
+
+/// Bound of the plaintext-size cache (entries of about 64 bytes).
+const SIZE_CACHE_ENTRIES: usize = 1 << 20;
 
 fn errno_name(e: Errno) -> String {
     match e.code() {
@@ -52,10 +57,16 @@ fn errno_name(e: Errno) -> String {
     }
 }
 
+/// A directory listing taken at `opendir`: names and kinds.
+type Listing = Arc<Vec<(Vec<u8>, FileType)>>;
+
+/// A file moved by rename with the embedded path it had before.
+type Rebound = (Arc<OpenFile>, Vec<u8>);
+
 #[derive(Debug, Default)]
 struct DirHandles {
     next: u64,
-    by_fh: std::collections::HashMap<u64, Arc<Vec<(Vec<u8>, FileType)>>>,
+    by_fh: std::collections::HashMap<u64, Listing>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -127,6 +138,7 @@ impl PfsFs {
             open: Mutex::new(OpenFiles::default()),
             dirs: Mutex::new(DirHandles::default()),
             last_error: Mutex::new(std::collections::HashMap::new()),
+            sizes: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -222,7 +234,9 @@ impl PfsFs {
                 && let Some(inode) = lock(&self.inodes).get_mut(ino)
             {
                 inode.cached_stamp = Some(HostStamp::of(&st));
-                inode.size_cache = Some((HostStamp::of(&st), file.size()));
+            }
+            if let Ok(st) = nix::sys::stat::fstat(&file.host) {
+                self.remember_size(&st, file.size());
             }
         }
         drop(file);
@@ -240,8 +254,7 @@ impl PfsFs {
             return file.size();
         }
         let stamp = HostStamp::of(st);
-        if let Some(inode) = lock(&self.inodes).get_mut(ino)
-            && let Some((s, size)) = inode.size_cache
+        if let Some(&(s, size)) = lock(&self.sizes).get(&stamp.ino)
             && s == stamp
         {
             return size;
@@ -260,10 +273,19 @@ impl PfsFs {
             }
             Err(_) => 0,
         };
-        if let Some(inode) = lock(&self.inodes).get_mut(ino) {
-            inode.size_cache = Some((stamp, size));
-        }
+        self.remember_size(st, size);
         size
+    }
+
+    /// Keeps the plaintext size of a host file version. The cache is keyed by host inode, so
+    /// it survives the kernel forgetting our inodes (`ls -lR` after `drop_caches`).
+    fn remember_size(&self, st: &FileStat, size: u64) {
+        let mut sizes = lock(&self.sizes);
+        if sizes.len() >= SIZE_CACHE_ENTRIES {
+            sizes.clear();
+        }
+        let stamp = HostStamp::of(st);
+        sizes.insert(stamp.ino, (stamp, size));
     }
 
     fn attr_of(&self, ino: u64) -> Result<FileAttr, Errno> {
@@ -412,6 +434,11 @@ impl PfsFs {
         }
         if a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || a.atime.is_some() || a.mtime.is_some() {
             let rel = self.rel(ino)?;
+            // These change the host ctime but not the plaintext: carry the cached size over.
+            let known = self.backing.stat(&rel).ok().and_then(|st| {
+                let stamp = HostStamp::of(&st);
+                lock(&self.sizes).get(&stamp.ino).filter(|(s, _)| *s == stamp).map(|&(_, size)| size)
+            });
             if let Some(mode) = a.mode {
                 self.backing.chmod(&rel, mode)?;
             }
@@ -420,6 +447,9 @@ impl PfsFs {
             }
             if a.atime.is_some() || a.mtime.is_some() {
                 self.backing.utimens(&rel, a.atime.map(to_timespec), a.mtime.map(to_timespec))?;
+            }
+            if let (Some(size), Ok(st)) = (known, self.backing.stat(&rel)) {
+                self.remember_size(&st, size);
             }
         }
         self.attr_of(ino)
@@ -467,7 +497,7 @@ impl PfsFs {
     /// Rebinds the protected file at `from` to the embedded path of `to`. A file that
     /// cannot be opened (damaged, foreign, wrong key) keeps its embedded path; the caller
     /// still moves it, and a log line says so.
-    fn rebind(&self, from: &[u8], to: &[u8]) -> Result<Option<(Arc<OpenFile>, Vec<u8>)>, Errno> {
+    fn rebind(&self, from: &[u8], to: &[u8]) -> Result<Option<Rebound>, Errno> {
         let ino = lock(&self.inodes).ino_of(from);
         let existing = ino.and_then(|i| self.live_file(i));
         let file = match existing {
@@ -616,7 +646,7 @@ impl PfsFs {
         Ok(out)
     }
 
-    fn dir_handle(&self, fh: u64) -> Result<Arc<Vec<(Vec<u8>, FileType)>>, Errno> {
+    fn dir_handle(&self, fh: u64) -> Result<Listing, Errno> {
         lock(&self.dirs).by_fh.get(&fh).cloned().ok_or(Errno::EBADF)
     }
 

@@ -51,8 +51,6 @@ pub struct Inode {
     pub lookups: u64,
     /// The host file as this daemon last left it (for `FOPEN_KEEP_CACHE`).
     pub cached_stamp: Option<HostStamp>,
-    /// Plaintext size for a host stamp, so listings do not decrypt metadata each time.
-    pub size_cache: Option<(HostStamp, u64)>,
 }
 
 /// Inode numbers ↔ relative paths. Numbers are never reused within a mount.
@@ -67,10 +65,7 @@ impl Inodes {
     /// A table holding only the root.
     pub fn new() -> Self {
         let mut by_ino = HashMap::new();
-        by_ino.insert(
-            ROOT_INO,
-            Inode { rel: Some(Vec::new()), lookups: u64::MAX / 2, cached_stamp: None, size_cache: None },
-        );
+        by_ino.insert(ROOT_INO, Inode { rel: Some(Vec::new()), lookups: u64::MAX / 2, cached_stamp: None });
         let mut by_path = HashMap::new();
         by_path.insert(Vec::new(), ROOT_INO);
         Inodes { by_ino, by_path, next: ROOT_INO + 1 }
@@ -106,8 +101,7 @@ impl Inodes {
         }
         let ino = self.next;
         self.next += 1;
-        self.by_ino
-            .insert(ino, Inode { rel: Some(rel.to_vec()), lookups: 1, cached_stamp: None, size_cache: None });
+        self.by_ino.insert(ino, Inode { rel: Some(rel.to_vec()), lookups: 1, cached_stamp: None });
         self.by_path.insert(rel.to_vec(), ino);
         ino
     }
