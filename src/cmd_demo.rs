@@ -414,7 +414,7 @@ const CLASSES: [(&str, [f64; 2]); 3] = [("red", [-2.0, -1.0]), ("green", [2.0, -
 /// Trains a softmax classifier by full-batch gradient descent on a deterministic synthetic
 /// data set; returns the model as JSON and its training accuracy.
 fn train_model() -> (String, f64) {
-    let mut rng = SplitMix(0x5EED_0F_DA7A);
+    let mut rng = SplitMix(0x5EED_F00D);
     let mut data = Vec::new();
     for (k, (_, c)) in CLASSES.iter().enumerate() {
         for _ in 0..60 {
@@ -450,7 +450,7 @@ fn train_model() -> (String, f64) {
         "features": ["x1", "x2"],
         "weights": w.iter().map(|r| r.iter().map(|v| round(*v)).collect::<Vec<_>>()).collect::<Vec<_>>(),
         "bias": b.iter().map(|v| round(*v)).collect::<Vec<_>>(),
-        "training": { "samples": data.len(), "epochs": 400, "learning_rate": 0.5, "seed": "0x5EED0FDA7A" },
+        "training": { "samples": data.len(), "epochs": 400, "learning_rate": 0.5, "seed": "0x5EEDF00D" },
     });
     (serde_json::to_string_pretty(&model).expect("JSON") + "\n", correct as f64 / n)
 }
