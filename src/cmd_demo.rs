@@ -512,3 +512,31 @@ pub fn scan_for_plaintext(dir: &Path, secrets: &[&str]) -> Result<usize> {
     }
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_is_deterministic_and_learns() {
+        let (a, accuracy) = train_model();
+        let (b, _) = train_model();
+        assert_eq!(a, b, "the same model on every run");
+        assert!(accuracy > 0.95, "{accuracy}");
+        let model: serde_json::Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(model["classes"].as_array().unwrap().len(), 3);
+        assert!(a.len() < 4096, "a few KB at most: {}", a.len());
+        assert!(make_input().starts_with("x1,x2\n"));
+    }
+
+    #[test]
+    fn the_plaintext_scan_finds_whole_files_and_lines() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/f"), b"noise noise\ninput 3 (-0.50, 0.40): blue\n").unwrap();
+        let secret = "header\ninput 3 (-0.50, 0.40): blue\n";
+        let err = scan_for_plaintext(d.path(), &[secret]).unwrap_err();
+        assert!(err.to_string().contains("plaintext found on disk"), "{err}");
+        assert_eq!(scan_for_plaintext(d.path(), &["something else entirely\n"]).unwrap(), 1);
+    }
+}

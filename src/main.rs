@@ -48,6 +48,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `pfs attest` and `pfs keyserver` distinguish "not verified" (1) from other errors (2);
+    // every other command exits 1 on error.
+    let attest_codes = matches!(cli.command, Command::Attest(_) | Command::Keyserver(_));
     let result = match cli.command {
         // `pfs run` passes the program's exit status through.
         Command::Run(args) => return ExitCode::from(cmd_run::run_run(&args)),
@@ -63,7 +66,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("pfs: error: {e:#}");
-            cmd_attest::exit_code_for(&e)
+            if attest_codes { cmd_attest::exit_code_for(&e) } else { ExitCode::from(1) }
         }
     }
 }
