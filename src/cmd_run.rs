@@ -121,7 +121,8 @@ impl log::Log for MountLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            eprintln!("pfs run: encrypted mount: {}: {}", r.level().as_str().to_lowercase(), r.args());
+            let level = if r.level() == log::Level::Error { "error" } else { "warning" };
+            eprintln!("pfs run: encrypted mount: {level}: {}", r.args());
         }
     }
     fn flush(&self) {}
