@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use libos::launcher::{
+    EncryptedMount, EncryptedMountRequest, EncryptedMounter, KeyProvider, ProvisionRequest,
+    ProvisionedSecret, SeamError,
+};
 
 /// Long help of `pfs manifest`.
 pub const MANIFEST_ABOUT: &str = "\
@@ -92,7 +96,132 @@ pub fn run_manifest(args: &ManifestArgs) -> anyhow::Result<()> {
 
 /// Runs the program of a manifest in the simulated TEE and returns its exit code.
 ///
+/// Encrypted mounts are served by pfs-fuse in this process and keys are provisioned by the
+/// attest client with the simulated attester (builds with the `insecure-sim` feature).
 /// Must be called before the process starts any thread (it creates the mount namespace).
 pub fn run_run(args: &RunArgs) -> u8 {
-    libos::launcher::main(&args.manifest, &args.args, libos::launcher::Launcher::default())
+    // pfs-fuse says why a file was refused (wrong key, tampering, a foreign or misplaced
+    // file) in one `log` line per failure; the program itself only sees EACCES or EIO.
+    if log::set_boxed_logger(Box::new(MountLogger)).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    let mut mounter = PfsFuseMounter;
+    let mut provider = SimProvisioning;
+    let launcher =
+        libos::launcher::Launcher { mounter: Some(&mut mounter), key_provider: Some(&mut provider) };
+    libos::launcher::main(&args.manifest, &args.args, launcher)
+}
+
+/// Prints pfs-fuse's warnings and errors during `pfs run`, naming their origin.
+struct MountLogger;
+
+impl log::Log for MountLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn && m.target().starts_with("pfs")
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            let level = if r.level() == log::Level::Error { "error" } else { "warning" };
+            eprintln!("pfs run: encrypted mount: {level}: {}", r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// The `EncryptedMounter` seam: an in-process pfs-fuse mount per encrypted directory.
+///
+/// Files are bound to `uri/REL` (the manifest's URI path, relative kept relative), exactly
+/// Gramine's rule, because the request's `uri` is passed as pfs-fuse's path prefix.
+struct PfsFuseMounter;
+
+/// A live pfs-fuse mount of the launcher.
+struct PfsFuseMount(pfs_fuse::MountHandle);
+
+impl EncryptedMounter for PfsFuseMounter {
+    fn mount(&mut self, r: &EncryptedMountRequest<'_>) -> Result<Box<dyn EncryptedMount>, SeamError> {
+        let key = r.key.cloned().ok_or_else(|| {
+            format!(
+                "encrypted mount {}: no key named {:?}: set fs.insecure__keys.{0} or provision it with \
+                 SECRET_PROVISION_SET_KEY = {0:?}",
+                r.view_path, r.key_name
+            )
+        })?;
+        let mut cfg = pfs_fuse::MountConfig::new(r.host_dir, key);
+        cfg.path_prefix = Some(r.uri.as_bytes().to_vec());
+        let handle = pfs_fuse::mount(cfg, r.target)
+            .map_err(|e| format!("encrypted mount {} (host {}): {e}", r.view_path, r.host_dir.display()))?;
+        Ok(Box::new(PfsFuseMount(handle)))
+    }
+}
+
+impl EncryptedMount for PfsFuseMount {
+    fn unmount(self: Box<Self>) -> Result<(), SeamError> {
+        let at = self.0.mountpoint().to_owned();
+        self.0.unmount().map_err(|e| format!("unmounting the encrypted mount at {}: {e}", at.display()))?;
+        Ok(())
+    }
+}
+
+/// The `KeyProvider` seam: Gramine's secret provisioning through the attest client.
+///
+/// There is no SGX here, so the evidence comes from `attest::sim::SimAttester` (its report
+/// carries the simulated measurement); only builds with the `insecure-sim` feature have it,
+/// and only key servers whose policy opts in to simulated evidence accept it.
+struct SimProvisioning;
+
+impl KeyProvider for SimProvisioning {
+    #[cfg(feature = "insecure-sim")]
+    fn provision(&mut self, r: &ProvisionRequest<'_>) -> Result<ProvisionedSecret, SeamError> {
+        let id = &r.manifest.identity;
+        let identity = attest::evidence::EnclaveIdentity {
+            mrenclave: r.measurement.value,
+            mrsigner: [0; 32], // no signing step yet (sim_mrsigner)
+            isv_prod_id: id.isvprodid,
+            isv_svn: id.isvsvn,
+            attributes: [0; 16],
+            debug: id.debug,
+        };
+        let attester = attest::sim::SimAttester::dangerous_new(identity);
+        let ca = r.ca_chain_host_path.as_deref().ok_or(
+            "SECRET_PROVISION_CA_CHAIN_PATH is required: set loader.env.SECRET_PROVISION_CA_CHAIN_PATH to the \
+             key server's CA certificate (an in-view path, listed in sgx.trusted_files)",
+        )?;
+        let servers = r.servers.join(",");
+        let client = attest::client::ProvisioningClient::with_attester(&servers, ca, &attester)
+            .map_err(|e| format!("secret provisioning: {e}"))?;
+        let got = client.provision_blocking(&[]).map_err(|e| {
+            format!(
+                "secret provisioning refused or failed (simulated measurement {}): {e}{}",
+                r.measurement,
+                if e.to_string().contains("TLS handshake") {
+                    "; the key server rejected the connection during the TLS handshake (its log names the \
+                     reason: unverifiable evidence or a server certificate this CA does not sign)"
+                } else {
+                    ""
+                }
+            )
+        })?;
+        match r.set_key {
+            Some(name) => {
+                let key = pfs_core::Key::from_slice(&got.first_secret).ok_or_else(|| {
+                    format!(
+                        "the key server {} released a secret of {} bytes for key {name:?}; \
+                         SECRET_PROVISION_SET_KEY needs exactly 16",
+                        got.server,
+                        got.first_secret.len()
+                    )
+                })?;
+                Ok(ProvisionedSecret::Key { name: name.to_owned(), key })
+            }
+            None => Ok(ProvisionedSecret::String(String::from_utf8_lossy(&got.first_secret).into_owned())),
+        }
+    }
+
+    #[cfg(not(feature = "insecure-sim"))]
+    fn provision(&mut self, _r: &ProvisionRequest<'_>) -> Result<ProvisionedSecret, SeamError> {
+        Err("the manifest asks for secret provisioning, but this build of pfs has no simulated attester \
+             (there is no SGX here): rebuild with `cargo build --release --features insecure-sim`, or use \
+             fs.insecure__keys for a test"
+            .into())
+    }
 }

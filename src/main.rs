@@ -13,6 +13,8 @@
 
 mod cmd_attest;
 mod cmd_bench;
+mod cmd_demo;
+mod cmd_mount;
 mod cmd_pf;
 mod cmd_run;
 mod keyfile;
@@ -80,6 +82,15 @@ enum Command {
     /// Run a manifest's program in the simulated TEE (private mount namespace, chroot view).
     #[command(long_about = cmd_run::RUN_ABOUT, after_help = cmd_run::RUN_EXAMPLES)]
     Run(cmd_run::RunArgs),
+    /// Mount a directory of protected files as a plaintext view (FUSE).
+    #[command(long_about = cmd_mount::MOUNT_ABOUT, after_help = cmd_mount::MOUNT_EXAMPLES)]
+    Mount(cmd_mount::MountArgs),
+    /// Flush and unmount a `pfs mount`.
+    Umount(cmd_mount::UmountArgs),
+    /// The paper's whole workflow in one command: key, encrypted model and input, key
+    /// server, an unmodified Python program under `pfs run`, encrypted result.
+    #[command(long_about = cmd_demo::DEMO_ABOUT)]
+    Demo(cmd_demo::DemoArgs),
 }
 
 /// How a command that did not return an error ended.
@@ -102,6 +113,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Attest(cmd) => cmd_attest::run_attest(cmd).map(Outcome::from_success),
         Command::Keyserver(args) => cmd_attest::run_keyserver(args).map(Outcome::from_success),
         Command::Manifest(args) => cmd_run::run_manifest(&args).map(|()| Outcome::Success),
+        Command::Mount(args) => cmd_mount::run_mount(&args).map(|()| Outcome::Success),
+        Command::Umount(args) => cmd_mount::run_umount(&args).map(|()| Outcome::Success),
+        Command::Demo(args) => cmd_demo::run_demo(&args).map(|()| Outcome::Success),
         Command::Run(_) => unreachable!("BUG: `pfs run` is dispatched by main"),
     }
 }

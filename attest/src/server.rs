@@ -1,9 +1,13 @@
 //! The key server: TLS (rustls, ring) with RA-TLS client authentication,
 //! speaking Gramine's secret-provisioning protocol (see [`crate::wire`]).
 //!
-//! Verification and the policy decision happen *inside* the TLS handshake,
-//! as in Gramine: a refused enclave never completes the handshake and is
-//! sent nothing. Session resumption is disabled so that every connection is
+//! Verification and the policy decision happen *inside* the TLS handshake.
+//! Evidence that does not verify never completes the handshake and is sent
+//! nothing (as in Gramine). Evidence that verifies but that the policy
+//! refuses completes the handshake and is answered, instead of a secret, with
+//! a `KEY_DENIED` message carrying the policy's reasons, so that the enclave
+//! can tell its operator why (a stock Gramine client sees an unexpected
+//! response and fails, still without a secret). Session resumption is disabled so that every connection is
 //! verified at its own time. Every decision is logged with `tracing` (peer,
 //! identity, TCB status, advisories, granted key names or reasons); key
 //! bytes are never logged.
@@ -103,17 +107,23 @@ tokio::task_local! {
 
 const DECISION_CACHE: usize = 4096;
 
+/// Longest refusal reason sent to an enclave (the full reasons are in the server's log).
+const MAX_REASON_LEN: usize = 2048;
+
 /// Grants decided during handshakes, keyed by SHA-256 of the client certificate.
 #[derive(Default)]
 struct Decisions {
     inner: Mutex<DecisionMap>,
 }
 
-/// Map from certificate hash to grant, plus insertion order for eviction.
-type DecisionMap = (HashMap<[u8; 32], Arc<Grant>>, VecDeque<[u8; 32]>);
+/// The policy's answer for one verified certificate: the grant, or the refusal reasons.
+type Decision = Result<Arc<Grant>, Arc<str>>;
+
+/// Map from certificate hash to decision, plus insertion order for eviction.
+type DecisionMap = (HashMap<[u8; 32], Decision>, VecDeque<[u8; 32]>);
 
 impl Decisions {
-    fn insert(&self, k: [u8; 32], g: Arc<Grant>) {
+    fn insert(&self, k: [u8; 32], g: Decision) {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (map, order) = &mut *guard;
         if map.insert(k, g).is_none() {
@@ -125,7 +135,7 @@ impl Decisions {
             }
         }
     }
-    fn get(&self, k: &[u8; 32]) -> Option<Arc<Grant>> {
+    fn get(&self, k: &[u8; 32]) -> Option<Decision> {
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         guard.0.get(k).cloned()
     }
@@ -195,7 +205,7 @@ impl ClientCertVerifier for RaTlsClientVerifier {
                     "policy accepts evidence (keys are sent only after the handshake completes)"
                 );
                 let key: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-                self.decisions.insert(key, Arc::new(grant));
+                self.decisions.insert(key, Ok(Arc::new(grant)));
                 Ok(ClientCertVerified::assertion())
             }
             Err(refusal) => {
@@ -203,9 +213,13 @@ impl ClientCertVerifier for RaTlsClientVerifier {
                     %peer, tee = %s.tee, mrenclave = %s.mrenclave, mrsigner = %s.mrsigner,
                     isv_prod_id = s.isv_prod_id, isv_svn = s.isv_svn, debug = s.debug,
                     tcb_status = %s.tcb_status, advisories = ?s.advisory_ids,
-                    reasons = ?refusal.reasons, "refused by policy"
+                    reasons = ?refusal.reasons, "refused by policy (the enclave is told the reasons, no key is sent)"
                 );
-                Err(refuse())
+                // The evidence is genuine (verified and bound to this TLS key): finish the
+                // handshake so the refusal reasons reach the enclave instead of a bare alert.
+                let key: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+                self.decisions.insert(key, Err(Arc::from(refusal.to_string())));
+                Ok(ClientCertVerified::assertion())
             }
         }
     }
@@ -338,6 +352,23 @@ impl KeyServer {
                 "first message is not SECRET_PROVISION_RA_TLS_REQUEST_V1".into(),
             ));
         }
+        let grant = match grant {
+            Ok(grant) => grant,
+            Err(reason) => {
+                let mut reason = format!("key server policy: {reason}");
+                if reason.len() > MAX_REASON_LEN {
+                    let mut end = MAX_REASON_LEN;
+                    while !reason.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    reason.truncate(end);
+                }
+                tls.write_all(&wire::encode_denied(&reason)).await?;
+                tls.flush().await?;
+                let _ = tls.shutdown().await;
+                return Ok(());
+            }
+        };
         let msg = zeroize::Zeroizing::new(wire::encode_response(grant.first_secret.expose()));
         info!(peer = %peer(), key = %grant.first_secret_name, entry = %grant.entry, "sent first secret");
         tls.write_all(&msg).await?;

@@ -1,0 +1,253 @@
+//! The inode table and the open-file table.
+//!
+//! Lock order, where locks meet: `Fs::namespace` → an open-file slot → an
+//! `OpenFile::pf` → the inode table or the open-file table. The two tables are only ever
+//! held long enough to clone an `Arc` or update a map entry.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use fuser::Errno;
+use pfs_core::{FileStore, ProtectedFile};
+
+use crate::backing::Rel;
+
+/// FUSE inode number of the mount root.
+pub const ROOT_INO: u64 = 1;
+
+/// What identifies one version of a host file: if it is unchanged, so is the plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostStamp {
+    /// Host inode number.
+    pub ino: u64,
+    /// Host size in bytes.
+    pub size: u64,
+    /// Host mtime in nanoseconds.
+    pub mtime_ns: i128,
+    /// Host ctime in nanoseconds.
+    pub ctime_ns: i128,
+}
+
+impl HostStamp {
+    /// The stamp of a `stat` result.
+    pub fn of(st: &nix::sys::stat::FileStat) -> Self {
+        HostStamp {
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+            ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
+        }
+    }
+}
+
+/// One inode known to the kernel.
+#[derive(Debug)]
+pub struct Inode {
+    /// Where it lives under the backing directory; `None` once unlinked or replaced.
+    pub rel: Option<Rel>,
+    /// The kernel's lookup count.
+    pub lookups: u64,
+    /// The host file as this daemon last left it (for `FOPEN_KEEP_CACHE`).
+    pub cached_stamp: Option<HostStamp>,
+}
+
+/// Inode numbers ↔ relative paths. Numbers are never reused within a mount.
+#[derive(Debug)]
+pub struct Inodes {
+    by_ino: HashMap<u64, Inode>,
+    by_path: HashMap<Rel, u64>,
+    next: u64,
+}
+
+impl Inodes {
+    /// A table holding only the root.
+    pub fn new() -> Self {
+        let mut by_ino = HashMap::new();
+        by_ino.insert(ROOT_INO, Inode { rel: Some(Vec::new()), lookups: u64::MAX / 2, cached_stamp: None });
+        let mut by_path = HashMap::new();
+        by_path.insert(Vec::new(), ROOT_INO);
+        Inodes { by_ino, by_path, next: ROOT_INO + 1 }
+    }
+
+    /// The relative path of `ino`, or ENOENT.
+    pub fn rel(&self, ino: u64) -> Result<Rel, Errno> {
+        self.by_ino.get(&ino).and_then(|i| i.rel.clone()).ok_or(Errno::ENOENT)
+    }
+
+    /// The inode at `rel`, if the kernel knows it.
+    pub fn ino_of(&self, rel: &[u8]) -> Option<u64> {
+        self.by_path.get(rel).copied()
+    }
+
+    /// An inode.
+    pub fn get(&self, ino: u64) -> Option<&Inode> {
+        self.by_ino.get(&ino)
+    }
+
+    /// Mutable access to an inode.
+    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {
+        self.by_ino.get_mut(&ino)
+    }
+
+    /// Counts one kernel lookup of `rel`, allocating an inode number if needed.
+    pub fn lookup(&mut self, rel: &[u8]) -> u64 {
+        if let Some(&ino) = self.by_path.get(rel)
+            && let Some(inode) = self.by_ino.get_mut(&ino)
+        {
+            inode.lookups = inode.lookups.saturating_add(1);
+            return ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.by_ino.insert(ino, Inode { rel: Some(rel.to_vec()), lookups: 1, cached_stamp: None });
+        self.by_path.insert(rel.to_vec(), ino);
+        ino
+    }
+
+    /// The kernel forgot `n` lookups of `ino`.
+    pub fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let Some(inode) = self.by_ino.get_mut(&ino) else { return };
+        inode.lookups = inode.lookups.saturating_sub(n);
+        if inode.lookups == 0 {
+            if let Some(rel) = &inode.rel
+                && self.by_path.get(rel) == Some(&ino)
+            {
+                self.by_path.remove(rel);
+            }
+            self.by_ino.remove(&ino);
+        }
+    }
+
+    /// `rel` no longer names the inode it named (unlink, rmdir, replaced by rename).
+    pub fn detach(&mut self, rel: &[u8]) {
+        if let Some(ino) = self.by_path.remove(rel)
+            && let Some(inode) = self.by_ino.get_mut(&ino)
+        {
+            inode.rel = None;
+        }
+    }
+
+    /// Moves `from` (and everything below it) to `to`.
+    pub fn rename(&mut self, from: &[u8], to: &[u8]) {
+        self.detach(to);
+        let mut prefix = from.to_vec();
+        prefix.push(b'/');
+        let moved: Vec<(Rel, u64)> = self
+            .by_path
+            .iter()
+            .filter(|(p, _)| p.as_slice() == from || p.starts_with(&prefix))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        for (old, ino) in moved {
+            self.by_path.remove(&old);
+            let mut new = to.to_vec();
+            new.extend_from_slice(&old[from.len()..]);
+            if let Some(inode) = self.by_ino.get_mut(&ino) {
+                inode.rel = Some(new.clone());
+            }
+            self.by_path.insert(new, ino);
+        }
+    }
+}
+
+impl Default for Inodes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The state shared by every handle of one open file: one engine object, one node cache.
+#[derive(Debug)]
+pub struct OpenFile {
+    /// FUSE inode number.
+    pub ino: u64,
+    /// The protected file. Held for the whole of a read, write or flush.
+    pub pf: Mutex<ProtectedFile<FileStore>>,
+    /// A second descriptor of the host file, for `fstat` without taking `pf`.
+    pub host: File,
+    /// Plaintext size, updated after every write or truncate.
+    pub size: AtomicU64,
+}
+
+impl OpenFile {
+    /// Wraps an open protected file.
+    pub fn new(ino: u64, pf: ProtectedFile<FileStore>) -> Result<Self, Errno> {
+        let host = pf.store().file().try_clone().map_err(Errno::from)?;
+        let size = AtomicU64::new(pf.len());
+        Ok(OpenFile { ino, pf: Mutex::new(pf), host, size })
+    }
+
+    /// Plaintext size.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Records a new plaintext size.
+    pub fn set_size(&self, size: u64) {
+        self.size.store(size, Ordering::Release);
+    }
+}
+
+/// A per-inode slot: opening a file serialises on it, not on the whole table.
+pub type Slot = Arc<Mutex<Weak<OpenFile>>>;
+
+/// Handles → open files, inodes → the one open file of that inode.
+#[derive(Debug, Default)]
+pub struct OpenFiles {
+    by_fh: HashMap<u64, Arc<OpenFile>>,
+    by_ino: HashMap<u64, Slot>,
+    next_fh: u64,
+}
+
+impl OpenFiles {
+    /// The slot of `ino`, created if needed.
+    pub fn slot(&mut self, ino: u64) -> Slot {
+        self.by_ino.entry(ino).or_default().clone()
+    }
+
+    /// The open file of `ino`, if any handle or operation holds it.
+    pub fn live(&self, ino: u64) -> Option<Slot> {
+        self.by_ino.get(&ino).cloned()
+    }
+
+    /// Registers a new handle.
+    pub fn insert(&mut self, file: Arc<OpenFile>) -> u64 {
+        self.next_fh += 1;
+        let fh = self.next_fh;
+        self.by_fh.insert(fh, file);
+        fh
+    }
+
+    /// The file of handle `fh`, which must belong to `ino` (EBADF otherwise).
+    pub fn get(&self, fh: u64, ino: u64) -> Result<Arc<OpenFile>, Errno> {
+        match self.by_fh.get(&fh) {
+            Some(f) if f.ino == ino => Ok(f.clone()),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// Removes a handle and returns its file.
+    pub fn remove(&mut self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.by_fh.remove(&fh)
+    }
+
+    /// Drops the slot of `ino` if no open file is left in it.
+    pub fn prune(&mut self, ino: u64) {
+        if let Some(slot) = self.by_ino.get(&ino)
+            && Arc::strong_count(slot) == 1
+            && slot.try_lock().map(|w| w.strong_count() == 0).unwrap_or(false)
+        {
+            self.by_ino.remove(&ino);
+        }
+    }
+
+    /// Every open file (for the final flush).
+    pub fn all(&self) -> Vec<Arc<OpenFile>> {
+        self.by_fh.values().cloned().collect()
+    }
+}
