@@ -212,12 +212,27 @@ impl CryptoProvider {
 
     /// Every cipher backend compiled into this build, for benchmarks and tests.
     pub fn available_ciphers() -> Vec<&'static dyn NodeCipher> {
-        let mut all: Vec<&'static dyn NodeCipher> = Vec::new();
-        #[cfg(feature = "ring")]
-        all.push(&RingCipher);
-        #[cfg(any(feature = "rustcrypto", not(feature = "ring")))]
-        all.push(&RustCryptoCipher);
-        all
+        let ring: Option<&'static dyn NodeCipher> = {
+            #[cfg(feature = "ring")]
+            {
+                Some(&RingCipher)
+            }
+            #[cfg(not(feature = "ring"))]
+            {
+                None
+            }
+        };
+        let rustcrypto: Option<&'static dyn NodeCipher> = {
+            #[cfg(any(feature = "rustcrypto", not(feature = "ring")))]
+            {
+                Some(&RustCryptoCipher)
+            }
+            #[cfg(not(any(feature = "rustcrypto", not(feature = "ring"))))]
+            {
+                None
+            }
+        };
+        ring.into_iter().chain(rustcrypto).collect()
     }
 
     /// A fresh random key (one is drawn for every node encryption).

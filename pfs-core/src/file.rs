@@ -2,8 +2,6 @@
 
 use std::ops::Range;
 
-use zeroize::Zeroize;
-
 use crate::cache::{CacheStats, CachedKind, CachedNode, NodeBuf, NodeCache};
 use crate::crypto::{CryptoProvider, Key, Tag};
 use crate::error::{Error, HeaderProblem, NodeKind, Result};
@@ -11,7 +9,8 @@ use crate::layout::{
     self, DataNode, ENTRY_SIZE, INLINE_DATA_SIZE_U64, KEY_SIZE, MAX_PLAINTEXT_SIZE, METADATA_NODE, MhtNode,
     NODE_SIZE, NODE_SIZE_U64, PhysicalNode, ROOT_MHT_NODE, Span,
 };
-use crate::metadata::{FormatVersion, Metadata, PlainHeader, check_path_len};
+use crate::metadata::{FormatVersion, Metadata, PlainHeader, check_path_len, set_pending_flag};
+use crate::recovery::{RECORD_SIZE, RecoveryJournal, encode_record, parse_records};
 use crate::storage::NodeStore;
 
 /// Default number of cached nodes per open file. Chosen by measurement (see
@@ -22,6 +21,9 @@ pub const DEFAULT_CACHE_NODES: usize = 256;
 /// Below this many dirty nodes a flush seals on the calling thread only.
 #[cfg(feature = "parallel")]
 const PARALLEL_SEAL_MIN_NODES: usize = 32;
+
+/// Most nodes written by one vectored store call (below Linux's IOV_MAX of 1024).
+const MAX_WRITE_RUN: usize = 512;
 
 /// Most nodes fetched from storage by one read call when streaming.
 const READ_BATCH_NODES: usize = 64;
@@ -47,6 +49,7 @@ pub struct OpenOptions {
     pending_write: PendingWritePolicy,
     read_only: bool,
     format: FormatVersion,
+    write_barriers: bool,
 }
 
 impl Default for OpenOptions {
@@ -57,6 +60,7 @@ impl Default for OpenOptions {
             pending_write: PendingWritePolicy::default(),
             read_only: false,
             format: FormatVersion::default(),
+            write_barriers: true,
         }
     }
 }
@@ -89,6 +93,15 @@ impl OpenOptions {
     /// ever written to the store.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
+        self
+    }
+
+    /// With a recovery journal: whether a flush fsyncs between its phases (journal,
+    /// flagged metadata, tree nodes, final metadata). With barriers (the default) a
+    /// power loss at any point leaves a file that recovers to the last completed flush;
+    /// without them only a process crash is covered, and a flush costs no fsync.
+    pub fn write_barriers(mut self, barriers: bool) -> Self {
+        self.write_barriers = barriers;
         self
     }
 
@@ -132,6 +145,13 @@ pub struct ProtectedFile<S: NodeStore> {
     stats: CacheStats,
     /// Set when a flush failed half way; the in-memory tree no longer matches the store.
     poisoned: Option<String>,
+    /// Gramine's recovery file, when enabled (spec §13).
+    journal: Option<Box<dyn RecoveryJournal>>,
+    /// A flush of this session wrote the journal (it is deleted on close).
+    journal_used: bool,
+    write_barriers: bool,
+    /// Records written back from the journal when this file was opened.
+    recovered_nodes: Option<usize>,
 }
 
 impl<S: NodeStore> std::fmt::Debug for ProtectedFile<S> {
@@ -147,7 +167,18 @@ impl<S: NodeStore> std::fmt::Debug for ProtectedFile<S> {
 impl<S: NodeStore> ProtectedFile<S> {
     /// Creates a new empty protected file in `store` (whose previous content is
     /// discarded), bound to `path`, and writes its metadata node at once (spec §8).
-    pub fn create(mut store: S, kdk: &Key, path: &[u8], options: &OpenOptions) -> Result<Self> {
+    pub fn create(store: S, kdk: &Key, path: &[u8], options: &OpenOptions) -> Result<Self> {
+        Self::create_with_journal(store, None, kdk, path, options)
+    }
+
+    /// [`create`](Self::create) with a recovery journal that later flushes use.
+    pub fn create_with_journal(
+        mut store: S,
+        journal: Option<Box<dyn RecoveryJournal>>,
+        kdk: &Key,
+        path: &[u8],
+        options: &OpenOptions,
+    ) -> Result<Self> {
         check_path_len(path)?;
         if options.read_only {
             return Err(Error::ReadOnly);
@@ -168,6 +199,10 @@ impl<S: NodeStore> ProtectedFile<S> {
             scratch: Vec::new(),
             stats: CacheStats::default(),
             poisoned: None,
+            journal,
+            journal_used: false,
+            write_barriers: options.write_barriers,
+            recovered_nodes: None,
         };
         file.flush()?;
         Ok(file)
@@ -178,6 +213,21 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// checked. Node 0 and, for files over 3072 bytes, node 1 are authenticated here;
     /// other nodes when first read.
     pub fn open(store: S, kdk: &Key, expected_path: Option<&[u8]>, options: &OpenOptions) -> Result<Self> {
+        Self::open_with_journal(store, None, kdk, expected_path, options)
+    }
+
+    /// [`open`](Self::open) with Gramine's recovery file. If the pending-write flag is
+    /// set and the journal holds usable records (and the file is writable), they are
+    /// written back and the file opens in the state of its last completed flush (see
+    /// [`recovered_nodes`](Self::recovered_nodes)). Without usable records the
+    /// [`PendingWritePolicy`] decides. Later flushes journal their in-place writes.
+    pub fn open_with_journal(
+        mut store: S,
+        mut journal: Option<Box<dyn RecoveryJournal>>,
+        kdk: &Key,
+        expected_path: Option<&[u8]>,
+        options: &OpenOptions,
+    ) -> Result<Self> {
         if let Some(expected) = expected_path {
             check_path_len(expected)?;
         }
@@ -192,11 +242,46 @@ impl<S: NodeStore> ProtectedFile<S> {
         if read == 0 {
             return Err(Error::NodeMissing { kind: None, node: METADATA_NODE, offset: 0 });
         }
-        let header = PlainHeader::parse(meta_image.bytes())?;
-        if header.pending_write() && options.pending_write == PendingWritePolicy::Refuse {
-            return Err(Error::RecoveryNeeded);
+        let mut header = PlainHeader::parse(meta_image.bytes())?;
+        let mut recovered_nodes = None;
+        if header.pending_write() {
+            if let Some(journal) = journal.as_mut().filter(|_| !options.read_only) {
+                recovered_nodes = recover(&mut store, journal.as_mut())?;
+            }
+            if recovered_nodes.is_some() {
+                meta_image.bytes_mut().fill(0);
+                store
+                    .read_nodes(METADATA_NODE, meta_image.bytes_mut())
+                    .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+                header = PlainHeader::parse(meta_image.bytes())?;
+                if header.pending_write() {
+                    return Err(Error::RecoveryNeeded);
+                }
+            } else if options.pending_write == PendingWritePolicy::Refuse {
+                return Err(Error::RecoveryNeeded);
+            }
         }
-        let meta = Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto)?;
+        let meta = match Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto) {
+            Ok(meta) => meta,
+            // A metadata node torn by a crash during the last write of a flush fails
+            // authentication with its flag already cleared. If the journal's copy of the
+            // previous metadata authenticates under this key (so the key is right and
+            // node 0 is damaged), the journal restores the state before that flush.
+            Err(Error::MetadataMac)
+                if recovered_nodes.is_none()
+                    && !options.read_only
+                    && journal.as_ref().is_some_and(|j| journal_metadata_opens(j.as_ref(), kdk, options)) =>
+            {
+                let journal = journal.as_mut().expect("BUG: checked above");
+                recovered_nodes = recover(&mut store, journal.as_mut())?;
+                store
+                    .read_nodes(METADATA_NODE, meta_image.bytes_mut())
+                    .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+                header = PlainHeader::parse(meta_image.bytes())?;
+                Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto)?
+            }
+            Err(error) => return Err(error),
+        };
         if let Some(expected) = expected_path
             && meta.path != expected
         {
@@ -223,6 +308,10 @@ impl<S: NodeStore> ProtectedFile<S> {
             scratch: Vec::new(),
             stats: CacheStats::default(),
             poisoned: None,
+            journal,
+            journal_used: false,
+            write_barriers: options.write_barriers,
+            recovered_nodes,
         };
         if file.meta.size > INLINE_DATA_SIZE_U64 {
             file.load_root()?;
@@ -253,6 +342,12 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// Depth of the Merkle tree (0 = metadata only, 1 = root only, ...).
     pub fn tree_depth(&self) -> u32 {
         layout::tree_depth(self.meta.size)
+    }
+
+    /// How many nodes the recovery journal restored when this file was opened (`None`
+    /// if no recovery took place).
+    pub fn recovered_nodes(&self) -> Option<usize> {
+        self.recovered_nodes
     }
 
     /// Cache counters since open.
@@ -296,7 +391,7 @@ impl<S: NodeStore> ProtectedFile<S> {
                     let last_needed = DataNode::containing(end - 1);
                     let mut run = 1u64;
                     while node.0 + run <= last_needed.0
-                        && (node.0 + run) % layout::DATA_PER_MHT != 0
+                        && !(node.0 + run).is_multiple_of(layout::DATA_PER_MHT)
                         && run < READ_BATCH_NODES as u64
                         && !self.cache.contains(DataNode(node.0 + run).physical())
                     {
@@ -385,9 +480,21 @@ impl<S: NodeStore> ProtectedFile<S> {
         self.flush_internal()
     }
 
-    /// Flushes and closes the file, reporting any error (unlike drop).
+    /// Flushes and closes the file, reporting any error (unlike drop). A recovery
+    /// journal written by this session is deleted, as Gramine does.
     pub fn close(mut self) -> Result<()> {
-        self.flush()
+        self.flush()?;
+        self.remove_journal()
+    }
+
+    fn remove_journal(&mut self) -> Result<()> {
+        if self.journal_used
+            && let Some(journal) = self.journal.as_mut()
+        {
+            journal.remove().map_err(|e| Error::io(None, e))?;
+            self.journal_used = false;
+        }
+        Ok(())
     }
 
     /// Authenticates every node through the normal read path and reports each bad node
@@ -498,6 +605,18 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// Makes MHT node `m` and its ancestors available (root always is). With
     /// `for_write`, marks the whole chain dirty.
     fn load_mht_chain(&mut self, m: MhtNode, for_write: bool) -> Result<()> {
+        // Fast path. Ancestors are always more recently used than their descendants, so a
+        // cached node's ancestors are cached; and marking a node dirty marks its whole
+        // chain, so a dirty node's ancestors are dirty.
+        if m == MhtNode::ROOT {
+            self.root_dirty |= for_write;
+            return Ok(());
+        }
+        if let Some(cached) = self.cache.get_mut(m.physical())
+            && (!for_write || cached.dirty)
+        {
+            return Ok(());
+        }
         let existing = layout::mht_node_count(self.meta.size);
         for node in m.path_from_root() {
             if node == MhtNode::ROOT {
@@ -586,7 +705,8 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// Reads `count` consecutive uncached data nodes starting at `first` (all under one
     /// MHT node) with one storage call, authenticates them, copies the requested bytes
     /// into `out` (starting `skip` bytes into `first`, `first_len` bytes of it) and caches
-    /// them. Returns the bytes copied.
+    /// them. Returns the bytes copied. Ciphertext is read straight into node buffers
+    /// and decrypted there, so plaintext never sits in a shared bounce buffer.
     fn read_run(
         &mut self,
         first: DataNode,
@@ -598,52 +718,45 @@ impl<S: NodeStore> ProtectedFile<S> {
         let parent = first.parent();
         self.load_mht_chain(parent, false)?;
         let first_phys = first.physical();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.resize(count * NODE_SIZE, 0);
-        let read = self
-            .store
-            .read_nodes(first_phys, &mut scratch[..count * NODE_SIZE])
-            .map_err(|e| Error::io(Some(first_phys), e));
-        let result =
-            read.and_then(|read| self.open_run(first, count, read, skip, out, first_len, &mut scratch));
-        scratch.zeroize();
-        self.scratch = scratch;
-        result
-    }
+        let mut bufs: Vec<NodeBuf> = (0..count).map(|_| self.cache.take_buf()).collect();
+        let read = {
+            let mut targets: Vec<&mut [u8; NODE_SIZE]> = bufs.iter_mut().map(NodeBuf::bytes_mut).collect();
+            self.store.read_nodes_into(first_phys, &mut targets)
+        };
+        match read {
+            Ok(read) => {
+                for buf in bufs.drain(read..) {
+                    self.cache.recycle(buf);
+                }
+            }
+            Err(e) => {
+                for buf in bufs {
+                    self.cache.recycle(buf);
+                }
+                return Err(Error::io(Some(first_phys), e));
+            }
+        }
 
-    #[allow(clippy::too_many_arguments)]
-    fn open_run(
-        &mut self,
-        first: DataNode,
-        count: usize,
-        read: usize,
-        skip: usize,
-        out: &mut [u8],
-        first_len: usize,
-        scratch: &mut [u8],
-    ) -> Result<usize> {
-        let parent = first.parent();
-        let entries: Vec<(Key, Tag)> =
-            (0..count).map(|i| self.entry(parent, layout::data_entry_offset(first.slot() + i))).collect();
-        let cipher = self.crypto.cipher;
-        let opened: Vec<bool> = open_nodes(cipher, &mut scratch[..read * NODE_SIZE], &entries[..read]);
+        let entries: Vec<(Key, Tag)> = (0..bufs.len())
+            .map(|i| self.entry(parent, layout::data_entry_offset(first.slot() + i)))
+            .collect();
+        let opened = open_nodes(self.crypto.cipher, &mut bufs, &entries);
         let mut done = 0;
-        for i in 0..count {
+        let mut bufs = bufs.into_iter();
+        for (i, authentic) in opened.iter().copied().chain(std::iter::repeat(false)).take(count).enumerate() {
             let node = DataNode(first.0 + i as u64);
             let phys = node.physical();
             let offset = node.plaintext_offset();
-            if i >= read {
+            let Some(buf) = bufs.next() else {
                 return Err(Error::NodeMissing { kind: Some(NodeKind::Data(node)), node: phys, offset });
-            }
-            if !opened[i] {
+            };
+            if !authentic {
+                self.cache.recycle(buf);
                 return Err(Error::NodeMac { kind: NodeKind::Data(node), node: phys, offset });
             }
-            let plain = &scratch[i * NODE_SIZE..(i + 1) * NODE_SIZE];
             let (from, len) = if i == 0 { (skip, first_len) } else { (0, (out.len() - done).min(NODE_SIZE)) };
-            out[done..done + len].copy_from_slice(&plain[from..from + len]);
+            out[done..done + len].copy_from_slice(&buf.bytes()[from..from + len]);
             done += len;
-            let mut buf = self.cache.take_buf();
-            buf.bytes_mut().copy_from_slice(plain);
             self.stats.misses += 1;
             self.cache.insert(phys, CachedNode { kind: CachedKind::Data(node), buf, dirty: false });
         }
@@ -736,10 +849,20 @@ impl<S: NodeStore> ProtectedFile<S> {
 
     fn flush_nodes(&mut self) -> Result<()> {
         self.stats.flushes += 1;
-        if self.root_dirty && self.meta.size > INLINE_DATA_SIZE_U64 {
+        let tree = self.root_dirty && self.meta.size > INLINE_DATA_SIZE_U64;
+        // Only a flush that overwrites tree nodes in place needs the journal; format 1
+        // has no flag byte, so such files are flushed as Gramine ≤ 1.8 does.
+        let journaled = tree && self.journal.is_some() && self.version == FormatVersion::V2;
+        if journaled {
+            self.write_journal()?;
+        }
+        if tree {
             self.seal_and_write_tree()?;
         }
         self.root_dirty = false;
+        if journaled && self.write_barriers {
+            self.sync_store()?;
+        }
 
         let flags = 0;
         self.meta.seal_into(self.meta_image.bytes_mut(), self.version, flags, &self.kdk, &self.crypto)?;
@@ -747,98 +870,159 @@ impl<S: NodeStore> ProtectedFile<S> {
             .write_nodes(METADATA_NODE, self.meta_image.bytes())
             .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
         self.meta_dirty = false;
+        if journaled && self.write_barriers {
+            self.sync_store()?;
+        }
         Ok(())
     }
 
-    /// Seals every dirty node with a fresh key (data nodes in parallel), stores keys and
-    /// tags in the parents bottom-up, and writes data and MHT nodes, then the root.
+    fn sync_store(&mut self) -> Result<()> {
+        self.store.sync().map_err(|e| Error::io(None, e))
+    }
+
+    /// Phase 1 of a journaled flush (spec §13): save the on-disk image of every node the
+    /// flush will overwrite, then the old root and metadata, and mark the metadata node
+    /// pending. Nodes beyond the host file's end are not recorded: the old metadata never
+    /// references them, so restoring them is not needed (Gramine records zero images).
+    fn write_journal(&mut self) -> Result<()> {
+        let host_nodes = self.store.byte_len().map_err(|e| Error::io(None, e))? / NODE_SIZE_U64;
+        let mut dirty: Vec<PhysicalNode> =
+            self.cache.map.iter().filter(|(_, n)| n.dirty).map(|(&p, _)| PhysicalNode(p)).collect();
+        dirty.push(ROOT_MHT_NODE);
+        dirty.sort_unstable();
+        let mut records = Vec::new();
+        let mut image = NodeBuf::zeroed();
+        for node in dirty.into_iter().filter(|p| p.0 < host_nodes) {
+            let read =
+                self.store.read_nodes(node, image.bytes_mut()).map_err(|e| Error::io(Some(node), e))?;
+            if read == 1 {
+                encode_record(node, image.bytes(), &mut records);
+            }
+        }
+        encode_record(METADATA_NODE, self.meta_image.bytes(), &mut records);
+        let journal = self.journal.as_mut().expect("BUG: journaled flush without a journal");
+        journal.replace(&records).map_err(|e| Error::io(None, e))?;
+        if self.write_barriers {
+            journal.sync().map_err(|e| Error::io(None, e))?;
+        }
+        self.journal_used = true;
+        image.bytes_mut().copy_from_slice(self.meta_image.bytes());
+        set_pending_flag(image.bytes_mut(), true);
+        self.store
+            .write_nodes(METADATA_NODE, image.bytes())
+            .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
+        if self.write_barriers {
+            self.sync_store()?;
+        }
+        self.stats.journal_records += (records.len() / RECORD_SIZE) as u64;
+        Ok(())
+    }
+
+    /// Seals every dirty node with a fresh key, stores keys and tags in the parents
+    /// bottom-up, and writes data and MHT nodes in physical order, then the root.
+    ///
+    /// Dirty data nodes are sealed in place in their own buffers (in parallel when there
+    /// are many) and leave the cache: keeping their plaintext would cost one more copy
+    /// per node, and a node just written is rarely read back through this cache (a FUSE
+    /// mount serves such reads from the kernel's page cache). MHT nodes stay cached.
     fn seal_and_write_tree(&mut self) -> Result<()> {
-        // Every dirty node, in physical order; its index is its slot in `scratch`.
         let mut dirty: Vec<(PhysicalNode, CachedKind)> =
             self.cache.map.iter().filter(|(_, n)| n.dirty).map(|(&p, n)| (PhysicalNode(p), n.kind)).collect();
         dirty.sort_unstable_by_key(|(p, _)| *p);
-        let count = dirty.len();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.resize((count + 1) * NODE_SIZE, 0);
-
-        let result = self.seal_tree_into(&dirty, &mut scratch).and_then(|()| {
-            let mut run_start = 0;
-            for i in 1..=count {
-                if i == count || dirty[i].0.0 != dirty[i - 1].0.0 + 1 {
-                    let first = dirty[run_start].0;
-                    self.store
-                        .write_nodes(first, &scratch[run_start * NODE_SIZE..i * NODE_SIZE])
-                        .map_err(|e| Error::io(Some(first), e))?;
-                    run_start = i;
+        let mut data: Vec<(DataNode, NodeBuf)> = Vec::with_capacity(dirty.len());
+        let mut mht: Vec<MhtNode> = Vec::new();
+        for (phys, kind) in &dirty {
+            match *kind {
+                CachedKind::Data(node) => {
+                    let cached = self.cache.map.pop(&phys.0).expect("BUG: dirty node not cached");
+                    data.push((node, cached.buf));
                 }
+                CachedKind::Mht(m) => mht.push(m),
             }
-            self.store
-                .write_nodes(ROOT_MHT_NODE, &scratch[count * NODE_SIZE..(count + 1) * NODE_SIZE])
-                .map_err(|e| Error::io(Some(ROOT_MHT_NODE), e))
-        });
+        }
+
+        // 1. Data nodes: fresh keys, sealed in place.
+        let keys = self.fresh_keys(data.len())?;
+        let tags = seal_nodes(self.crypto.cipher, &mut data, &keys);
+        for (((node, _), key), tag) in data.iter().zip(&keys).zip(&tags) {
+            self.set_entry(node.parent(), layout::data_entry_offset(node.slot()), key, tag);
+        }
+
+        // 2. MHT nodes, deepest (highest number) first so children precede parents, then
+        //    the root, whose key and tag go into the metadata. Sealed copies go to
+        //    `scratch` because the plaintext stays cached.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize((mht.len() + 1) * NODE_SIZE, 0);
+        let mut by_depth: Vec<(MhtNode, usize)> =
+            mht.iter().enumerate().map(|(slot, &m)| (m, slot)).collect();
+        by_depth.sort_unstable_by_key(|&(m, _)| std::cmp::Reverse(m));
+        let keys = self.fresh_keys(mht.len() + 1)?;
+        for ((m, slot), key) in by_depth.iter().zip(&keys) {
+            let out = &mut scratch[slot * NODE_SIZE..(slot + 1) * NODE_SIZE];
+            out.copy_from_slice(self.mht_bytes(*m));
+            let tag = self.crypto.cipher.seal_in_place(key, out);
+            let parent = m.parent().expect("BUG: non-root MHT node without parent");
+            self.set_entry(parent, layout::mht_entry_offset(m.slot()), key, &tag);
+        }
+        let root_slot = mht.len();
+        let root_out = &mut scratch[root_slot * NODE_SIZE..];
+        root_out.copy_from_slice(self.root.bytes());
+        let root_key = keys.last().expect("BUG: no key for the root").clone();
+        self.meta.root_tag = self.crypto.cipher.seal_in_place(&root_key, root_out);
+        self.meta.root_key = root_key;
+
+        // 3. Write data and MHT nodes in physical order, consecutive ones in one call.
+        let mut nodes: Vec<(PhysicalNode, &[u8; NODE_SIZE])> =
+            data.iter().map(|(node, buf)| (node.physical(), buf.bytes())).collect();
+        for (slot, m) in mht.iter().enumerate() {
+            let bytes: &[u8; NODE_SIZE] =
+                scratch[slot * NODE_SIZE..(slot + 1) * NODE_SIZE].try_into().expect("BUG: node slice");
+            nodes.push((m.physical(), bytes));
+        }
+        nodes.sort_unstable_by_key(|(p, _)| *p);
+        let mut result = Ok(());
+        let mut run_start = 0;
+        for i in 1..=nodes.len() {
+            if i == nodes.len() || nodes[i].0.0 != nodes[i - 1].0.0 + 1 || i - run_start == MAX_WRITE_RUN {
+                let first = nodes[run_start].0;
+                let run: Vec<&[u8; NODE_SIZE]> = nodes[run_start..i].iter().map(|(_, b)| *b).collect();
+                if let Err(e) = self.store.write_nodes_from(first, &run) {
+                    result = Err(Error::io(Some(first), e));
+                    break;
+                }
+                run_start = i;
+            }
+        }
+        drop(nodes);
+        if result.is_ok() {
+            let root: &[u8] = &scratch[root_slot * NODE_SIZE..];
+            result =
+                self.store.write_nodes(ROOT_MHT_NODE, root).map_err(|e| Error::io(Some(ROOT_MHT_NODE), e));
+        }
         self.scratch = scratch;
+        for (_, buf) in data {
+            self.cache.recycle(buf);
+        }
         result?;
-        for (phys, _) in &dirty {
-            if let Some(node) = self.cache.peek_mut(*phys) {
+        for m in &mht {
+            if let Some(node) = self.cache.peek_mut(m.physical()) {
                 node.dirty = false;
             }
         }
-        self.stats.nodes_written += count as u64 + 1;
+        self.stats.nodes_written += dirty.len() as u64 + 1;
         Ok(())
     }
 
-    fn seal_tree_into(&mut self, dirty: &[(PhysicalNode, CachedKind)], scratch: &mut [u8]) -> Result<()> {
-        let count = dirty.len();
-        // 1. Data nodes: fresh keys, sealed (possibly in parallel) into their slots.
-        let data_slots: Vec<usize> =
-            (0..count).filter(|&i| matches!(dirty[i].1, CachedKind::Data(_))).collect();
-        let mut keys = Vec::with_capacity(data_slots.len());
-        for _ in &data_slots {
-            keys.push(self.crypto.fresh_key().map_err(|e| Error::io(None, e))?);
-        }
-        {
-            let cache = &self.cache;
-            let mut jobs: Vec<(&[u8; NODE_SIZE], &mut [u8], &Key)> = Vec::with_capacity(data_slots.len());
-            let mut rest: &mut [u8] = scratch;
-            let mut consumed = 0;
-            for (job, &slot) in data_slots.iter().enumerate() {
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut((slot - consumed) * NODE_SIZE);
-                let (out, tail) = tail.split_at_mut(NODE_SIZE);
-                rest = tail;
-                consumed = slot + 1;
-                let plain = cache.peek(dirty[slot].0).expect("BUG: dirty node not cached").buf.bytes();
-                jobs.push((plain, out, &keys[job]));
-            }
-            let tags = seal_nodes(self.crypto.cipher, jobs);
-            for ((&slot, key), tag) in data_slots.iter().zip(&keys).zip(&tags) {
-                let CachedKind::Data(node) = dirty[slot].1 else { unreachable!() };
-                self.set_entry(node.parent(), layout::data_entry_offset(node.slot()), key, tag);
-            }
-        }
-        // 2. MHT nodes, deepest (highest number) first, so children precede parents.
-        let mut mht_slots: Vec<(MhtNode, usize)> = (0..count)
-            .filter_map(|i| match dirty[i].1 {
-                CachedKind::Mht(m) => Some((m, i)),
-                CachedKind::Data(_) => None,
-            })
+    /// `count` fresh random keys from one draw of the random source.
+    fn fresh_keys(&self, count: usize) -> Result<Vec<Key>> {
+        let mut bytes = vec![0u8; count * KEY_SIZE];
+        self.crypto.random.fill(&mut bytes).map_err(|e| Error::io(None, e))?;
+        let keys = bytes
+            .chunks_exact(KEY_SIZE)
+            .map(|chunk| Key::from_slice(chunk).expect("BUG: key chunk size"))
             .collect();
-        mht_slots.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-        for (m, slot) in mht_slots {
-            let key = self.crypto.fresh_key().map_err(|e| Error::io(None, e))?;
-            let out = &mut scratch[slot * NODE_SIZE..(slot + 1) * NODE_SIZE];
-            out.copy_from_slice(self.mht_bytes(m));
-            let tag = self.crypto.cipher.seal_in_place(&key, out);
-            let parent = m.parent().expect("BUG: non-root MHT node without parent");
-            self.set_entry(parent, layout::mht_entry_offset(m.slot()), &key, &tag);
-        }
-        // 3. The root, whose key and tag go into the metadata.
-        let key = self.crypto.fresh_key().map_err(|e| Error::io(None, e))?;
-        let out = &mut scratch[count * NODE_SIZE..(count + 1) * NODE_SIZE];
-        out.copy_from_slice(self.root.bytes());
-        let tag = self.crypto.cipher.seal_in_place(&key, out);
-        self.meta.root_key = key;
-        self.meta.root_tag = tag;
-        Ok(())
+        crate::cache::wipe(&mut bytes);
+        Ok(keys)
     }
 }
 
@@ -846,39 +1030,67 @@ impl<S: NodeStore> Drop for ProtectedFile<S> {
     fn drop(&mut self) {
         if !self.read_only && self.poisoned.is_none() {
             // Best effort, like BufWriter; `close` reports errors.
-            let _ = self.flush_internal();
+            if self.flush_internal().is_ok() {
+                let _ = self.remove_journal();
+            }
         }
     }
 }
 
-/// Seals each plaintext into its output slot under its key; returns the tags in order.
-fn seal_nodes(
-    cipher: &'static dyn crate::crypto::NodeCipher,
-    jobs: Vec<(&[u8; NODE_SIZE], &mut [u8], &Key)>,
-) -> Vec<Tag> {
-    let seal = |(plain, out, key): (&[u8; NODE_SIZE], &mut [u8], &Key)| {
-        out.copy_from_slice(plain);
-        cipher.seal_in_place(key, out)
-    };
-    #[cfg(feature = "parallel")]
-    if jobs.len() >= PARALLEL_SEAL_MIN_NODES {
-        use rayon::prelude::*;
-        return jobs.into_par_iter().map(seal).collect();
-    }
-    jobs.into_iter().map(seal).collect()
+/// Whether the journal holds a metadata-node record that authenticates under `kdk`.
+fn journal_metadata_opens(journal: &dyn RecoveryJournal, kdk: &Key, options: &OpenOptions) -> bool {
+    let Ok(Some(bytes)) = journal.read_all() else { return false };
+    let Ok(records) = parse_records(&bytes) else { return false };
+    records.iter().filter(|(node, _)| *node == METADATA_NODE).any(|(_, image)| {
+        PlainHeader::parse(image)
+            .is_ok_and(|header| Metadata::open(image, &header, kdk, &options.crypto).is_ok())
+    })
 }
 
-/// Opens each node of `nodes` in place; returns whether each authenticated.
+/// Writes the journal's records back into `store` and syncs it. `Ok(None)` when the
+/// journal is absent or unusable (then the pending flag cannot be resolved here).
+fn recover<S: NodeStore>(store: &mut S, journal: &mut dyn RecoveryJournal) -> Result<Option<usize>> {
+    let Some(bytes) = journal.read_all().map_err(|e| Error::io(None, e))? else {
+        return Ok(None);
+    };
+    let Ok(records) = parse_records(&bytes) else {
+        return Ok(None);
+    };
+    for (node, image) in &records {
+        store.write_nodes(*node, &image[..]).map_err(|e| Error::io(Some(*node), e))?;
+    }
+    store.sync().map_err(|e| Error::io(None, e))?;
+    Ok(Some(records.len()))
+}
+
+/// Seals each data node in place under its key; returns the tags in order.
+fn seal_nodes(
+    cipher: &'static dyn crate::crypto::NodeCipher,
+    nodes: &mut [(DataNode, NodeBuf)],
+    keys: &[Key],
+) -> Vec<Tag> {
+    let seal = |((_, buf), key): (&mut (DataNode, NodeBuf), &Key)| cipher.seal_in_place(key, buf.bytes_mut());
+    #[cfg(feature = "parallel")]
+    if nodes.len() >= PARALLEL_SEAL_MIN_NODES {
+        use rayon::prelude::*;
+        return nodes.par_iter_mut().zip(keys.par_iter()).map(seal).collect();
+    }
+    nodes.iter_mut().zip(keys.iter()).map(seal).collect()
+}
+
+/// Opens each node buffer in place; returns whether each authenticated.
 fn open_nodes(
     cipher: &'static dyn crate::crypto::NodeCipher,
-    nodes: &mut [u8],
+    nodes: &mut [NodeBuf],
     entries: &[(Key, Tag)],
 ) -> Vec<bool> {
-    let open = |(chunk, (key, tag)): (&mut [u8], &(Key, Tag))| cipher.open_in_place(key, chunk, tag).is_ok();
+    let open = |(buf, (key, tag)): (&mut NodeBuf, &(Key, Tag))| {
+        cipher.open_in_place(key, buf.bytes_mut(), tag).is_ok()
+    };
     #[cfg(feature = "parallel")]
     if entries.len() >= PARALLEL_SEAL_MIN_NODES {
         use rayon::prelude::*;
-        return nodes.par_chunks_mut(NODE_SIZE).zip(entries.par_iter()).map(open).collect();
+        return nodes.par_iter_mut().zip(entries.par_iter()).map(open).collect();
     }
-    nodes.chunks_mut(NODE_SIZE).zip(entries.iter()).map(open).collect()
+    nodes.iter_mut().zip(entries.iter()).map(open).collect()
 }

@@ -35,6 +35,7 @@ mod io;
 pub mod layout;
 pub mod metadata;
 pub mod path;
+pub mod recovery;
 mod storage;
 
 pub use cache::CacheStats;
@@ -43,4 +44,5 @@ pub use error::{Error, HeaderProblem, NodeKind, Result};
 pub use file::{DEFAULT_CACHE_NODES, NodeProblem, OpenOptions, PendingWritePolicy, ProtectedFile};
 pub use io::Stream;
 pub use metadata::FormatVersion;
+pub use recovery::{FileJournal, MemJournal, RecoveryJournal};
 pub use storage::{FileStore, MemStore, NodeStore};

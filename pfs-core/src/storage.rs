@@ -21,8 +21,29 @@ pub trait NodeStore: Send {
     /// ended.
     fn read_nodes(&self, first: PhysicalNode, buf: &mut [u8]) -> io::Result<usize>;
 
+    /// Reads consecutive nodes starting at `first`, one into each buffer of `bufs`.
+    /// Returns how many whole nodes were read. Stores override this to avoid a bounce
+    /// buffer (`preadv` for files).
+    fn read_nodes_into(&self, first: PhysicalNode, bufs: &mut [&mut [u8; NODE_SIZE]]) -> io::Result<usize> {
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            if self.read_nodes(PhysicalNode(first.0 + i as u64), &mut buf[..])? == 0 {
+                return Ok(i);
+            }
+        }
+        Ok(bufs.len())
+    }
+
     /// Writes consecutive nodes starting at `first` from `buf` (a multiple of 4096 bytes).
     fn write_nodes(&mut self, first: PhysicalNode, buf: &[u8]) -> io::Result<()>;
+
+    /// Writes consecutive nodes starting at `first`, one from each buffer of `nodes`.
+    /// Stores override this to avoid a bounce buffer (`pwritev` for files).
+    fn write_nodes_from(&mut self, first: PhysicalNode, nodes: &[&[u8; NODE_SIZE]]) -> io::Result<()> {
+        for (i, node) in nodes.iter().enumerate() {
+            self.write_nodes(PhysicalNode(first.0 + i as u64), &node[..])?;
+        }
+        Ok(())
+    }
 
     /// Truncates or extends the host file to exactly `nodes` nodes.
     fn set_node_count(&mut self, nodes: u64) -> io::Result<()>;
@@ -38,8 +59,14 @@ impl<S: NodeStore + ?Sized> NodeStore for Box<S> {
     fn read_nodes(&self, first: PhysicalNode, buf: &mut [u8]) -> io::Result<usize> {
         (**self).read_nodes(first, buf)
     }
+    fn read_nodes_into(&self, first: PhysicalNode, bufs: &mut [&mut [u8; NODE_SIZE]]) -> io::Result<usize> {
+        (**self).read_nodes_into(first, bufs)
+    }
     fn write_nodes(&mut self, first: PhysicalNode, buf: &[u8]) -> io::Result<()> {
         (**self).write_nodes(first, buf)
+    }
+    fn write_nodes_from(&mut self, first: PhysicalNode, nodes: &[&[u8; NODE_SIZE]]) -> io::Result<()> {
+        (**self).write_nodes_from(first, nodes)
     }
     fn set_node_count(&mut self, nodes: u64) -> io::Result<()> {
         (**self).set_node_count(nodes)
@@ -76,6 +103,20 @@ impl FileStore {
     pub fn into_inner(self) -> File {
         self.file
     }
+
+    /// Fills `buf` from `offset`; `false` if the file ended first.
+    fn read_exact_or_eof(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => return Ok(false),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
 }
 
 impl NodeStore for FileStore {
@@ -98,9 +139,56 @@ impl NodeStore for FileStore {
         Ok(done / NODE_SIZE)
     }
 
+    fn read_nodes_into(&self, first: PhysicalNode, bufs: &mut [&mut [u8; NODE_SIZE]]) -> io::Result<usize> {
+        let offset = node_offset(first)?;
+        let mut done_nodes = 0;
+        while done_nodes < bufs.len() {
+            let mut slices: Vec<io::IoSliceMut<'_>> =
+                bufs[done_nodes..].iter_mut().map(|b| io::IoSliceMut::new(&mut b[..])).collect();
+            let at = offset + (done_nodes * NODE_SIZE) as u64;
+            match rustix::io::preadv(&self.file, &mut slices, at) {
+                Ok(0) => break,
+                Ok(n) if n % NODE_SIZE == 0 => done_nodes += n / NODE_SIZE,
+                // A short read inside a node: finish that node with plain reads.
+                Ok(n) => {
+                    done_nodes += n / NODE_SIZE;
+                    let partial = n % NODE_SIZE;
+                    let node = &mut bufs[done_nodes];
+                    let rest = self.read_exact_or_eof(&mut node[partial..], at + n as u64)?;
+                    if !rest {
+                        break;
+                    }
+                    done_nodes += 1;
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(done_nodes)
+    }
+
     fn write_nodes(&mut self, first: PhysicalNode, buf: &[u8]) -> io::Result<()> {
         debug_assert_eq!(buf.len() % NODE_SIZE, 0);
         self.file.write_all_at(buf, node_offset(first)?)
+    }
+
+    fn write_nodes_from(&mut self, first: PhysicalNode, nodes: &[&[u8; NODE_SIZE]]) -> io::Result<()> {
+        let offset = node_offset(first)?;
+        let total = nodes.len() * NODE_SIZE;
+        let mut done = 0;
+        while done < total {
+            let (skip_nodes, skip_bytes) = (done / NODE_SIZE, done % NODE_SIZE);
+            let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(nodes.len() - skip_nodes);
+            slices.push(io::IoSlice::new(&nodes[skip_nodes][skip_bytes..]));
+            slices.extend(nodes[skip_nodes + 1..].iter().map(|n| io::IoSlice::new(&n[..])));
+            match rustix::io::pwritev(&self.file, &slices, offset + done as u64) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     fn set_node_count(&mut self, nodes: u64) -> io::Result<()> {
@@ -163,15 +251,51 @@ impl NodeStore for MemStore {
         Ok(available / NODE_SIZE)
     }
 
+    fn read_nodes_into(&self, first: PhysicalNode, bufs: &mut [&mut [u8; NODE_SIZE]]) -> io::Result<usize> {
+        let bytes = self.lock();
+        let mut at = usize::try_from(node_offset(first)?).unwrap_or(usize::MAX);
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            match at.checked_add(NODE_SIZE).and_then(|end| bytes.get(at..end)) {
+                Some(node) => buf.copy_from_slice(node),
+                None => return Ok(i),
+            }
+            at += NODE_SIZE;
+        }
+        Ok(bufs.len())
+    }
+
     fn write_nodes(&mut self, first: PhysicalNode, buf: &[u8]) -> io::Result<()> {
         let mut bytes = self.lock();
         let start = usize::try_from(node_offset(first)?)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large for memory"))?;
         let end = start + buf.len();
-        if bytes.len() < end {
-            bytes.resize(end, 0);
+        if bytes.len() < start {
+            bytes.resize(start, 0);
         }
-        bytes[start..end].copy_from_slice(buf);
+        // Overwrite what exists, append the rest (no zero fill of the appended part).
+        let overlap = bytes.len().min(end) - start;
+        bytes[start..start + overlap].copy_from_slice(&buf[..overlap]);
+        bytes.extend_from_slice(&buf[overlap..]);
+        Ok(())
+    }
+
+    fn write_nodes_from(&mut self, first: PhysicalNode, nodes: &[&[u8; NODE_SIZE]]) -> io::Result<()> {
+        let mut bytes = self.lock();
+        let start = usize::try_from(node_offset(first)?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large for memory"))?;
+        if bytes.len() < start {
+            bytes.resize(start, 0);
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let at = start + i * NODE_SIZE;
+            if at < bytes.len() {
+                let overlap = (bytes.len() - at).min(NODE_SIZE);
+                bytes[at..at + overlap].copy_from_slice(&node[..overlap]);
+                bytes.extend_from_slice(&node[overlap..]);
+            } else {
+                bytes.extend_from_slice(&node[..]);
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,213 @@
+//! Offline Intel SGX DCAP quote verification with `dcap-qvl`.
+//!
+//! Pure Rust, no network: collateral is supplied by the caller in dcap-qvl's
+//! `QuoteCollateralV3` JSON layout, and the verification time is an argument.
+//! The Intel SGX Root CA is pinned (dcap-qvl's built-in copy, whose SHA-256
+//! fingerprint is [`INTEL_ROOT_CA_SHA256`]).
+
+use std::path::{Path, PathBuf};
+
+use dcap_qvl::QuoteCollateralV3;
+use dcap_qvl::quote::Report;
+use rustls_pki_types::UnixTime;
+use thiserror::Error;
+
+use crate::evidence::{EnclaveIdentity, QuoteVerifier, TcbStatus, TeeType, VerifiedEvidence};
+use crate::quote::{QuoteError, SgxQuote};
+
+/// SHA-256 fingerprint of the pinned Intel SGX Root CA certificate (DER).
+pub const INTEL_ROOT_CA_SHA256: &str = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
+
+/// Why evidence failed cryptographic verification.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The quote is malformed or is not an SGX DCAP v3 quote.
+    #[error("quote rejected: {0}")]
+    Quote(#[from] QuoteError),
+    /// SGX quote version 4 is understood but the verifier does not support it.
+    #[error(
+        "SGX quote version 4 is not supported by the verifier (dcap-qvl 0.7 verifies SGX quote version 3 only)"
+    )]
+    SgxV4Unsupported,
+    /// No collateral was configured.
+    #[error("no collateral configured; pass a collateral JSON file (dcap-qvl QuoteCollateralV3 layout)")]
+    NoCollateral,
+    /// DCAP verification failed with every configured collateral bundle.
+    #[error("DCAP verification failed at time {now}: {}", .failures.iter().map(|(l, e)| format!("[{l}] {e}")).collect::<Vec<_>>().join("; "))]
+    Dcap {
+        /// Verification time (Unix seconds).
+        now: u64,
+        /// (collateral label, reason) for each bundle tried.
+        failures: Vec<(String, String)>,
+    },
+    /// The verifier returned a status this crate does not know.
+    #[error("verifier returned an unknown TCB status {0:?}")]
+    UnknownStatus(String),
+    /// The verified report is not an SGX enclave report.
+    #[error("the verified report is not an SGX enclave report")]
+    NotSgxReport,
+    /// Simulated evidence could not be accepted (see the `insecure-sim` feature).
+    #[error("simulated evidence rejected: {0}")]
+    Simulated(String),
+}
+
+/// Why a collateral file could not be loaded.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CollateralError {
+    /// The file could not be read.
+    #[error("cannot read collateral file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The JSON is not in dcap-qvl's `QuoteCollateralV3` layout.
+    #[error("collateral {label} is not valid QuoteCollateralV3 JSON: {reason}")]
+    Json {
+        /// File name or label.
+        label: String,
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+}
+
+/// One collateral bundle for one platform (FMSPC).
+#[derive(Clone)]
+pub struct Collateral {
+    label: String,
+    inner: QuoteCollateralV3,
+}
+
+impl std::fmt::Debug for Collateral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collateral").field("label", &self.label).finish_non_exhaustive()
+    }
+}
+
+impl Collateral {
+    /// Parses collateral JSON (dcap-qvl `QuoteCollateralV3` layout). `label` names it in errors.
+    pub fn from_json(json: &[u8], label: impl Into<String>) -> Result<Self, CollateralError> {
+        let label = label.into();
+        let inner: QuoteCollateralV3 = serde_json::from_slice(json)
+            .map_err(|e| CollateralError::Json { label: label.clone(), reason: e.to_string() })?;
+        Ok(Self { label, inner })
+    }
+
+    /// Reads and parses a collateral JSON file.
+    pub fn from_file(path: &Path) -> Result<Self, CollateralError> {
+        let bytes =
+            std::fs::read(path).map_err(|source| CollateralError::Io { path: path.to_path_buf(), source })?;
+        Self::from_json(&bytes, path.display().to_string())
+    }
+
+    /// The label used in error messages.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// Verifies SGX DCAP v3 quotes offline against a set of collateral bundles.
+///
+/// Debug enclaves verify (the result says `debug: true`); rejecting them is
+/// the policy's job. Each bundle is tried in turn; the first that verifies wins.
+#[derive(Debug, Clone)]
+pub struct DcapVerifier {
+    collateral: Vec<Collateral>,
+}
+
+impl DcapVerifier {
+    /// A verifier pinned to Intel's production root CA, using `collateral`.
+    pub fn new(collateral: Vec<Collateral>) -> Self {
+        Self { collateral }
+    }
+
+    /// Verifies a quote at `now`.
+    pub fn verify(&self, quote: &[u8], now: UnixTime) -> Result<VerifiedEvidence, VerifyError> {
+        let parsed = SgxQuote::parse(quote)?;
+        if parsed.header.version != 3 {
+            return Err(VerifyError::SgxV4Unsupported);
+        }
+        let quote = quote.get(..parsed.len()).ok_or(VerifyError::NotSgxReport)?;
+        if self.collateral.is_empty() {
+            return Err(VerifyError::NoCollateral);
+        }
+        let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(true);
+        let mut failures = Vec::new();
+        for c in &self.collateral {
+            if let Err(e) = crl_windows(&c.inner, now.as_secs()) {
+                failures.push((c.label.clone(), e));
+                continue;
+            }
+            match verifier.verify(quote, &c.inner, now.as_secs()) {
+                Ok(report) => {
+                    let status: TcbStatus = report
+                        .status
+                        .parse()
+                        .map_err(|_| VerifyError::UnknownStatus(report.status.clone()))?;
+                    let Report::SgxEnclave(r) = report.report else {
+                        return Err(VerifyError::NotSgxReport);
+                    };
+                    let flags = u64::from_le_bytes(
+                        r.attributes[..8].try_into().map_err(|_| VerifyError::NotSgxReport)?,
+                    );
+                    let identity = EnclaveIdentity {
+                        mrenclave: r.mr_enclave,
+                        mrsigner: r.mr_signer,
+                        isv_prod_id: r.isv_prod_id,
+                        isv_svn: r.isv_svn,
+                        attributes: r.attributes,
+                        debug: flags & crate::quote::ATTR_DEBUG != 0,
+                    };
+                    let mut advisories = report.advisory_ids;
+                    advisories.sort();
+                    advisories.dedup();
+                    return Ok(VerifiedEvidence::assertion(
+                        TeeType::SgxDcap,
+                        identity,
+                        r.report_data,
+                        status,
+                        advisories,
+                        now,
+                    ));
+                }
+                Err(e) => failures.push((c.label.clone(), format!("{e:#}"))),
+            }
+        }
+        Err(VerifyError::Dcap { now: now.as_secs(), failures })
+    }
+}
+
+impl QuoteVerifier for DcapVerifier {
+    fn verify_quote(&self, quote: &[u8], now: UnixTime) -> Result<VerifiedEvidence, VerifyError> {
+        self.verify(quote, now)
+    }
+}
+
+/// Checks `thisUpdate <= now <= nextUpdate` for both CRLs (spec §4 step 2).
+///
+/// dcap-qvl checks `nextUpdate` but not `thisUpdate`; we are strict about both.
+fn crl_windows(c: &QuoteCollateralV3, now: u64) -> Result<(), String> {
+    for (name, der) in [("root CA CRL", &c.root_ca_crl), ("PCK CRL", &c.pck_crl)] {
+        let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| format!("{name} does not parse: {e}"))?;
+        let this = crl.last_update().timestamp();
+        if (now as i128) < i128::from(this) {
+            return Err(format!("{name} is not yet valid at {now} (thisUpdate {this})"));
+        }
+        match crl.next_update() {
+            Some(next) if (now as i128) > i128::from(next.timestamp()) => {
+                return Err(format!("{name} expired at {} (now {now})", next.timestamp()));
+            }
+            Some(_) => {}
+            None => return Err(format!("{name} has no nextUpdate")),
+        }
+    }
+    Ok(())
+}
+
+/// Converts Unix seconds into a [`UnixTime`].
+pub fn unix_time(secs: u64) -> UnixTime {
+    UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs))
+}

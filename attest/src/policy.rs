@@ -1,0 +1,543 @@
+//! The data owner's key-release policy (TOML).
+//!
+//! ```toml
+//! [attestation]
+//! collateral = ["collateral.json"]   # dcap-qvl QuoteCollateralV3 JSON, relative to this file
+//! insecure_allow_simulated = false   # default
+//!
+//! [keys.model]
+//! file = "keys/model.key"            # exactly 16 raw bytes
+//!
+//! [[enclave]]
+//! name = "inference"
+//! mrenclave = "0866e7ca…"            # and/or mrsigner + isv_prod_id (+ min_isv_svn)
+//! allow_debug = false                # default
+//! accepted_tcb_statuses = ["UpToDate"]   # default
+//! accepted_advisories = ["INTEL-SA-00615"]  # optional; absent = any
+//! first_secret = "model"             # what a stock Gramine client receives
+//! keys = ["model"]                   # further keys our client may request
+//! ```
+//!
+//! Loading is strict: unknown fields are errors, errors name the line and the
+//! field, an entry that would accept any MRENCLAVE and any MRSIGNER is refused,
+//! and key files must hold exactly 16 bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use crate::evidence::{TcbStatus, TeeType, VerifiedEvidence};
+use crate::quote::{ATTR_DEBUG, ATTR_EINITTOKEN_KEY, ATTR_INIT, ATTR_MODE64BIT, ATTR_PROVISIONKEY};
+
+/// Length of a key in bytes (Gramine encrypted-files keys are 16 raw bytes).
+pub const KEY_LEN: usize = 16;
+
+/// Why a policy file could not be loaded.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy {path}: {source}")]
+    Io {
+        /// The policy file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown field, or wrong type; the message has line and column.
+    #[error("policy {path}: {message}")]
+    Toml {
+        /// The policy file.
+        path: PathBuf,
+        /// toml's message, with line, column and the offending text.
+        message: String,
+    },
+    /// A semantically invalid entry.
+    #[error("policy {path}, line {line}, field `{field}`: {reason}")]
+    Invalid {
+        /// The policy file.
+        path: PathBuf,
+        /// 1-based line of the entry.
+        line: usize,
+        /// Dotted field name.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key file is unreadable or not 16 bytes.
+    #[error("policy {path}, line {line}, field `keys.{name}.file`: key file {file}: {reason}")]
+    KeyFile {
+        /// The policy file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Key name.
+        name: String,
+        /// Key file.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A 16-byte secret key; zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct SecretKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl SecretKey {
+    /// Wraps raw key bytes.
+    pub fn new(bytes: [u8; KEY_LEN]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+    /// The key bytes. Do not log them.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+/// Which TEE a policy entry matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryTee {
+    /// Real SGX DCAP evidence (default).
+    #[default]
+    Sgx,
+    /// Simulated evidence (needs feature `insecure-sim` and `insecure_allow_simulated = true`).
+    Simulated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hex32([u8; 32]);
+
+impl<'de> Deserialize<'de> for Hex32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        if s.len() != 64 {
+            return Err(serde::de::Error::custom(format!(
+                "expected 64 hex characters, got {} characters",
+                s.len()
+            )));
+        }
+        hex::decode_to_slice(&s, &mut out)
+            .map_err(|e| serde::de::Error::custom(format!("invalid hex: {e}")))?;
+        Ok(Hex32(out))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    attestation: RawAttestation,
+    #[serde(default)]
+    keys: BTreeMap<String, Spanned<RawKey>>,
+    #[serde(default)]
+    enclave: Vec<Spanned<RawEnclave>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAttestation {
+    #[serde(default)]
+    insecure_allow_simulated: bool,
+    #[serde(default)]
+    collateral: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    file: PathBuf,
+}
+
+fn default_statuses() -> Vec<String> {
+    vec!["UpToDate".into()]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnclave {
+    name: String,
+    #[serde(default)]
+    tee: EntryTee,
+    mrenclave: Option<Hex32>,
+    mrsigner: Option<Hex32>,
+    isv_prod_id: Option<u16>,
+    min_isv_svn: Option<u16>,
+    #[serde(default)]
+    allow_debug: bool,
+    #[serde(default = "default_statuses")]
+    accepted_tcb_statuses: Vec<String>,
+    accepted_advisories: Option<Vec<String>>,
+    first_secret: String,
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+/// MRSIGNER-based identity: signer, product id and minimum SVN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerRule {
+    /// MRSIGNER.
+    pub mrsigner: [u8; 32],
+    /// ISV product id (exact).
+    pub isv_prod_id: u16,
+    /// Minimum ISV SVN.
+    pub min_isv_svn: u16,
+}
+
+/// One `[[enclave]]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct EnclaveRule {
+    /// Entry name (for logs).
+    pub name: String,
+    /// 1-based line of the entry in the policy file.
+    pub line: usize,
+    /// TEE the entry matches.
+    pub tee: EntryTee,
+    /// Exact MRENCLAVE, if set.
+    pub mrenclave: Option<[u8; 32]>,
+    /// Signer rule, if set.
+    pub signer: Option<SignerRule>,
+    /// Whether debug enclaves are accepted.
+    pub allow_debug: bool,
+    /// Accepted TCB statuses.
+    pub accepted_tcb_statuses: Vec<TcbStatus>,
+    /// Accepted advisories; `None` = any.
+    pub accepted_advisories: Option<BTreeSet<String>>,
+    /// The key a stock Gramine client receives.
+    pub first_secret: String,
+    /// All keys this enclave may receive (includes `first_secret`).
+    pub keys: BTreeSet<String>,
+}
+
+/// A loaded, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    insecure_allow_simulated: bool,
+    collateral: Vec<PathBuf>,
+    keys: BTreeMap<String, SecretKey>,
+    enclaves: Vec<EnclaveRule>,
+}
+
+/// The keys released to one verified enclave.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The policy entry that matched.
+    pub entry: String,
+    /// Name of the first secret.
+    pub first_secret_name: String,
+    /// The first secret (what a stock Gramine client receives).
+    pub first_secret: SecretKey,
+    /// All keys this enclave may request by name (includes the first secret).
+    pub keys: BTreeMap<String, SecretKey>,
+}
+
+impl Grant {
+    /// The granted key names.
+    pub fn key_names(&self) -> Vec<&str> {
+        self.keys.keys().map(String::as_str).collect()
+    }
+}
+
+/// Why no key is released; one reason per policy entry considered.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("no policy entry accepts this evidence: {}", .reasons.join("; "))]
+pub struct Refusal {
+    /// Reasons, each naming the entry.
+    pub reasons: Vec<String>,
+}
+
+/// Answers one question: which keys does this verified evidence receive?
+pub trait KeyReleasePolicy: Send + Sync {
+    /// Decides for `ev`. Called only after verification and binding succeeded.
+    fn release(&self, ev: &VerifiedEvidence) -> Result<Grant, Refusal>;
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src.get(..offset).map_or(0, |s| s.matches('\n').count()) + 1
+}
+
+impl Policy {
+    /// Loads and validates a policy file. Relative paths are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let src = std::fs::read_to_string(path)
+            .map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&src, path, base)
+    }
+
+    /// Parses policy text. `path` is used in messages; `base` resolves relative paths.
+    pub fn from_toml(src: &str, path: &Path, base: &Path) -> Result<Self, PolicyError> {
+        let raw: RawPolicy = toml::from_str(src).map_err(|e| PolicyError::Toml {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |line: usize, field: String, reason: String| PolicyError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            field,
+            reason,
+        };
+        let mut keys = BTreeMap::new();
+        for (name, k) in &raw.keys {
+            let line = line_of(src, k.span().start);
+            let file = base.join(&k.get_ref().file);
+            let key_err = |reason: String| PolicyError::KeyFile {
+                path: path.to_path_buf(),
+                line,
+                name: name.clone(),
+                file: file.clone(),
+                reason,
+            };
+            let bytes = Zeroizing::new(std::fs::read(&file).map_err(|e| key_err(e.to_string()))?);
+            let arr: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
+                key_err(format!("has {} bytes, a key must be exactly {KEY_LEN} raw bytes", bytes.len()))
+            })?;
+            keys.insert(name.clone(), SecretKey::new(arr));
+        }
+        let mut enclaves = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, e) in raw.enclave.iter().enumerate() {
+            let line = line_of(src, e.span().start);
+            let e = e.get_ref();
+            let field = |f: &str| format!("enclave[{i}].{f}");
+            if !names.insert(e.name.clone()) {
+                return Err(invalid(line, field("name"), format!("duplicate entry name {:?}", e.name)));
+            }
+            #[cfg(not(feature = "insecure-sim"))]
+            if e.tee == EntryTee::Simulated {
+                return Err(invalid(
+                    line,
+                    field("tee"),
+                    "\"simulated\" needs a build with the insecure-sim feature".into(),
+                ));
+            }
+            let signer = match (e.mrsigner, e.isv_prod_id) {
+                (Some(s), Some(p)) => Some(SignerRule {
+                    mrsigner: s.0,
+                    isv_prod_id: p,
+                    min_isv_svn: e.min_isv_svn.unwrap_or(0),
+                }),
+                (Some(_), None) => {
+                    return Err(invalid(line, field("isv_prod_id"), "mrsigner requires isv_prod_id".into()));
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(line, field("mrsigner"), "isv_prod_id requires mrsigner".into()));
+                }
+                (None, None) => {
+                    if e.min_isv_svn.is_some() {
+                        return Err(invalid(
+                            line,
+                            field("min_isv_svn"),
+                            "min_isv_svn requires mrsigner".into(),
+                        ));
+                    }
+                    None
+                }
+            };
+            if e.mrenclave.is_none() && signer.is_none() {
+                return Err(invalid(
+                    line,
+                    field("mrenclave"),
+                    "entry would accept any MRENCLAVE and any MRSIGNER; set mrenclave, or mrsigner + isv_prod_id".into(),
+                ));
+            }
+            let mut statuses = Vec::new();
+            for s in &e.accepted_tcb_statuses {
+                let st: TcbStatus = s
+                    .parse()
+                    .map_err(|err| invalid(line, field("accepted_tcb_statuses"), format!("{err}")))?;
+                if st == TcbStatus::Revoked {
+                    return Err(invalid(
+                        line,
+                        field("accepted_tcb_statuses"),
+                        "Revoked can never be accepted".into(),
+                    ));
+                }
+                statuses.push(st);
+            }
+            let mut granted: BTreeSet<String> = e.keys.iter().cloned().collect();
+            granted.insert(e.first_secret.clone());
+            for k in &granted {
+                if !keys.contains_key(k) {
+                    return Err(invalid(
+                        line,
+                        if *k == e.first_secret { field("first_secret") } else { field("keys") },
+                        format!("unknown key {k:?}; define it under [keys.{k}]"),
+                    ));
+                }
+            }
+            enclaves.push(EnclaveRule {
+                name: e.name.clone(),
+                line,
+                tee: e.tee,
+                mrenclave: e.mrenclave.map(|h| h.0),
+                signer,
+                allow_debug: e.allow_debug,
+                accepted_tcb_statuses: statuses,
+                accepted_advisories: e.accepted_advisories.as_ref().map(|v| v.iter().cloned().collect()),
+                first_secret: e.first_secret.clone(),
+                keys: granted,
+            });
+        }
+        if enclaves.is_empty() {
+            return Err(invalid(
+                1,
+                "enclave".into(),
+                "no [[enclave]] entries; nothing could ever be released".into(),
+            ));
+        }
+        let collateral = raw.attestation.collateral.iter().map(|p| base.join(p)).collect();
+        Ok(Self {
+            insecure_allow_simulated: raw.attestation.insecure_allow_simulated,
+            collateral,
+            keys,
+            enclaves,
+        })
+    }
+
+    /// Whether simulated evidence may be considered at all.
+    pub fn insecure_allow_simulated(&self) -> bool {
+        self.insecure_allow_simulated
+    }
+    /// Collateral files (resolved paths).
+    pub fn collateral(&self) -> &[PathBuf] {
+        &self.collateral
+    }
+    /// The enclave entries.
+    pub fn enclaves(&self) -> &[EnclaveRule] {
+        &self.enclaves
+    }
+    /// The configured key names.
+    pub fn key_names(&self) -> Vec<&str> {
+        self.keys.keys().map(String::as_str).collect()
+    }
+
+    fn check_entry(&self, r: &EnclaveRule, ev: &VerifiedEvidence) -> Result<(), String> {
+        let id = ev.identity();
+        let is_sim = is_simulated(ev);
+        match (r.tee, is_sim) {
+            (EntryTee::Sgx, true) => return Err("entry is for SGX, evidence is simulated".into()),
+            (EntryTee::Simulated, false) => {
+                return Err("entry is for simulated evidence, evidence is SGX".into());
+            }
+            _ => {}
+        }
+        if let Some(m) = r.mrenclave
+            && m != id.mrenclave
+        {
+            return Err(format!(
+                "MRENCLAVE mismatch: expected {}, got {}",
+                hex::encode(m),
+                hex::encode(id.mrenclave)
+            ));
+        }
+        if let Some(s) = &r.signer {
+            if s.mrsigner != id.mrsigner {
+                return Err(format!(
+                    "MRSIGNER mismatch: expected {}, got {}",
+                    hex::encode(s.mrsigner),
+                    hex::encode(id.mrsigner)
+                ));
+            }
+            if s.isv_prod_id != id.isv_prod_id {
+                return Err(format!(
+                    "ISV product id mismatch: expected {}, got {}",
+                    s.isv_prod_id, id.isv_prod_id
+                ));
+            }
+            if id.isv_svn < s.min_isv_svn {
+                return Err(format!("ISV SVN {} below minimum {}", id.isv_svn, s.min_isv_svn));
+            }
+        }
+        if is_sim {
+            // Simulated evidence has no TCB and no meaningful attributes.
+            return Ok(());
+        }
+        let flags = id.attribute_flags();
+        if flags & ATTR_INIT == 0 {
+            return Err("enclave INIT attribute not set".into());
+        }
+        if flags & ATTR_MODE64BIT == 0 {
+            return Err("enclave MODE64BIT attribute not set".into());
+        }
+        if flags & (ATTR_PROVISIONKEY | ATTR_EINITTOKEN_KEY) != 0 {
+            return Err("enclave has PROVISIONKEY or EINITTOKEN_KEY attribute".into());
+        }
+        let mut reasons = Vec::new();
+        if flags & ATTR_DEBUG != 0 && !r.allow_debug {
+            reasons.push("enclave DEBUG attribute set (allow_debug = false)".to_string());
+        }
+        let st = ev.tcb_status();
+        if st == TcbStatus::Revoked || !r.accepted_tcb_statuses.contains(&st) {
+            reasons.push(format!(
+                "TCB status {st} not accepted (accepted: {})",
+                r.accepted_tcb_statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if let Some(acc) = &r.accepted_advisories {
+            let bad: Vec<&str> =
+                ev.advisory_ids().iter().filter(|a| !acc.contains(*a)).map(String::as_str).collect();
+            if !bad.is_empty() {
+                reasons.push(format!("advisories not accepted: {}", bad.join(", ")));
+            }
+        }
+        if reasons.is_empty() { Ok(()) } else { Err(reasons.join(", ")) }
+    }
+}
+
+#[cfg(feature = "insecure-sim")]
+fn is_simulated(ev: &VerifiedEvidence) -> bool {
+    ev.tee() == TeeType::Simulated
+}
+
+#[cfg(not(feature = "insecure-sim"))]
+fn is_simulated(ev: &VerifiedEvidence) -> bool {
+    ev.tee() != TeeType::SgxDcap
+}
+
+impl KeyReleasePolicy for Policy {
+    fn release(&self, ev: &VerifiedEvidence) -> Result<Grant, Refusal> {
+        if is_simulated(ev) && !self.insecure_allow_simulated {
+            return Err(Refusal {
+                reasons: vec!["evidence is SIMULATED-INSECURE and the policy does not set insecure_allow_simulated = true".into()],
+            });
+        }
+        let mut reasons = Vec::new();
+        for r in &self.enclaves {
+            match self.check_entry(r, ev) {
+                Ok(()) => {
+                    let keys: BTreeMap<String, SecretKey> = r
+                        .keys
+                        .iter()
+                        .filter_map(|k| self.keys.get(k).map(|v| (k.clone(), v.clone())))
+                        .collect();
+                    let Some(first) = keys.get(&r.first_secret).cloned() else {
+                        reasons.push(format!("entry {:?}: first secret missing", r.name));
+                        continue;
+                    };
+                    return Ok(Grant {
+                        entry: r.name.clone(),
+                        first_secret_name: r.first_secret.clone(),
+                        first_secret: first,
+                        keys,
+                    });
+                }
+                Err(why) => reasons.push(format!("entry {:?} (line {}): {why}", r.name, r.line)),
+            }
+        }
+        Err(Refusal { reasons })
+    }
+}

@@ -1,0 +1,313 @@
+//! `pfs attest ...` and `pfs keyserver ...`: thin wrappers over the `attest` crate.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use attest::dcap::{Collateral, DcapVerifier, unix_time};
+use attest::ratls::RaTlsVerifier;
+use attest::server::{KeyServer, Limits};
+use attest::{KeyReleasePolicy, Policy, VerifiedEvidence};
+use clap::{Args, Subcommand};
+
+/// `pfs attest` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AttestCmd {
+    /// Verify an SGX DCAP quote or a Gramine RA-TLS certificate offline (no policy).
+    ///
+    /// Checks the quote's signatures and certificate chain up to the pinned
+    /// Intel SGX Root CA, the collateral (TCB info, QE identity, CRLs) at the
+    /// given time, and for a certificate the binding between its key and the
+    /// quote's REPORTDATA. A debug enclave still verifies (reported as
+    /// debug: true). Exit status: 0 verified, 1 not verified, 2 usage or I/O error.
+    Verify(VerifyArgs),
+    /// Say which keys a policy would release to this evidence, or why none.
+    ///
+    /// Exit status: 0 keys would be released, 1 refused or not verified, 2 usage or I/O error.
+    PolicyCheck(PolicyCheckArgs),
+}
+
+/// Where the evidence comes from.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct EvidenceSource {
+    /// A raw SGX DCAP quote (binary).
+    #[arg(long, value_name = "FILE")]
+    pub quote: Option<PathBuf>,
+    /// An RA-TLS certificate (PEM or DER), as made by Gramine's ra_tls_attest.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+}
+
+/// Arguments of `pfs attest verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub source: EvidenceSource,
+    /// Collateral in dcap-qvl QuoteCollateralV3 JSON (repeat for several platforms).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub collateral: Vec<PathBuf>,
+    /// Verification time in Unix seconds (default: now).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub at: Option<u64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `pfs attest policy-check`.
+#[derive(Debug, Args)]
+pub struct PolicyCheckArgs {
+    /// The key-release policy (TOML).
+    #[arg(value_name = "POLICY.toml")]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub source: EvidenceSource,
+    /// Collateral JSON files (default: the policy's [attestation] collateral).
+    #[arg(long, value_name = "FILE")]
+    pub collateral: Vec<PathBuf>,
+    /// Verification time in Unix seconds (default: now).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub at: Option<u64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `pfs keyserver`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct KeyserverArgs {
+    #[command(subcommand)]
+    pub cmd: Option<KeyserverCmd>,
+    /// The key-release policy (TOML): enclaves, keys, collateral.
+    #[arg(long, value_name = "POLICY.toml", required = true)]
+    pub policy: Option<PathBuf>,
+    /// Address to listen on. Enclaves dial the name in SECRET_PROVISION_SERVERS.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4433")]
+    pub listen: String,
+    /// Server certificate chain (PEM); its name must match what enclaves dial.
+    #[arg(long, value_name = "CERT.pem", required = true)]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, value_name = "KEY.pem", required = true)]
+    pub key: Option<PathBuf>,
+    /// Maximum concurrent connections.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Seconds allowed for the TLS handshake and for each read.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+}
+
+/// `pfs keyserver` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyserverCmd {
+    /// Create a development CA and a server certificate for localhost in DIR.
+    ///
+    /// Writes ca.pem (give it to enclaves as SECRET_PROVISION_CA_CHAIN_PATH),
+    /// ca-key.pem, server.pem and server-key.pem; private keys get mode 0600.
+    /// Existing files are never overwritten.
+    InitTls {
+        /// Output directory (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// A failure that maps to exit status 1 (evidence not verified / refused).
+#[derive(Debug)]
+struct NotVerified(String);
+impl std::fmt::Display for NotVerified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for NotVerified {}
+
+/// Maps an error to the exit status: 1 for verification failures, 2 otherwise.
+pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<NotVerified>().is_some() { ExitCode::from(1) } else { ExitCode::from(2) }
+}
+
+fn now_or(at: Option<u64>) -> Result<rustls_pki_types::UnixTime> {
+    Ok(match at {
+        Some(t) => unix_time(t),
+        None => rustls_pki_types::UnixTime::now(),
+    })
+}
+
+fn read_cert(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("certificate {} is not valid PEM: {e}", path.display()))?;
+        Ok(der.to_vec())
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn verify_source(
+    source: &EvidenceSource,
+    collateral: &[PathBuf],
+    at: Option<u64>,
+) -> Result<VerifiedEvidence> {
+    let bundles = collateral.iter().map(|p| Collateral::from_file(p)).collect::<Result<Vec<_>, _>>()?;
+    let dcap = Arc::new(DcapVerifier::new(bundles));
+    let now = now_or(at)?;
+    if let Some(q) = &source.quote {
+        let bytes = std::fs::read(q).with_context(|| format!("reading quote {}", q.display()))?;
+        dcap.verify(&bytes, now).map_err(|e| NotVerified(format!("quote {}: {e}", q.display())).into())
+    } else if let Some(c) = &source.cert {
+        let der = read_cert(c)?;
+        RaTlsVerifier::new(dcap)
+            .verify_certificate(&der, now)
+            .map(|(ev, _)| ev)
+            .map_err(|e| NotVerified(format!("certificate {}: {e}", c.display())).into())
+    } else {
+        bail!("give --quote FILE or --cert FILE")
+    }
+}
+
+fn print_evidence(ev: &VerifiedEvidence) {
+    let s = ev.summary();
+    println!("verified: {} quote, TCB status {}", s.tee, s.tcb_status);
+    println!("  mrenclave    {}", s.mrenclave);
+    println!("  mrsigner     {}", s.mrsigner);
+    println!("  isv_prod_id  {}", s.isv_prod_id);
+    println!("  isv_svn      {}", s.isv_svn);
+    println!("  debug        {}", s.debug);
+    println!(
+        "  advisories   {}",
+        if s.advisory_ids.is_empty() { "-".into() } else { s.advisory_ids.join(", ") }
+    );
+    println!("  report_data  {}", s.report_data);
+    println!("  verified at  {}", s.verified_at);
+}
+
+/// Runs `pfs attest ...`. `Ok(true)`: verified / keys granted; `Ok(false)`: the policy
+/// refused (already reported on stdout); `Err`: not verified or a usage/I/O error (see
+/// [`exit_code_for`]).
+pub fn run_attest(cmd: AttestCmd) -> Result<bool> {
+    match cmd {
+        AttestCmd::Verify(a) => {
+            let ev = verify_source(&a.source, &a.collateral, a.at)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&ev.summary())?);
+            } else {
+                print_evidence(&ev);
+            }
+            Ok(true)
+        }
+        AttestCmd::PolicyCheck(a) => {
+            let policy = Policy::load(&a.policy)?;
+            let collateral =
+                if a.collateral.is_empty() { policy.collateral().to_vec() } else { a.collateral.clone() };
+            if collateral.is_empty() {
+                bail!("no collateral: pass --collateral FILE or set [attestation] collateral in the policy");
+            }
+            let ev = verify_source(&a.source, &collateral, a.at)?;
+            let decision = policy.release(&ev);
+            if a.json {
+                let v = match &decision {
+                    Ok(g) => serde_json::json!({
+                        "granted": true, "entry": g.entry, "first_secret": g.first_secret_name,
+                        "keys": g.key_names(), "evidence": ev.summary(),
+                    }),
+                    Err(r) => {
+                        serde_json::json!({"granted": false, "reasons": r.reasons, "evidence": ev.summary()})
+                    }
+                };
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_evidence(&ev);
+                match &decision {
+                    Ok(g) => println!(
+                        "GRANTED by entry {:?}: first secret {:?}, keys {}",
+                        g.entry,
+                        g.first_secret_name,
+                        g.key_names().join(", ")
+                    ),
+                    Err(r) => {
+                        println!("REFUSED: no key would be released");
+                        for reason in &r.reasons {
+                            println!("  - {reason}");
+                        }
+                    }
+                }
+            }
+            Ok(decision.is_ok())
+        }
+    }
+}
+
+/// Runs `pfs keyserver ...` (`init-tls`, or the server until it fails). `Ok(true)` on success.
+pub fn run_keyserver(args: KeyserverArgs) -> Result<bool> {
+    if let Some(KeyserverCmd::InitTls { dir }) = args.cmd {
+        let f = attest::tls::init_tls(&dir)?;
+        println!(
+            "CA certificate:      {}  (SECRET_PROVISION_CA_CHAIN_PATH in the manifest)",
+            f.ca_cert.display()
+        );
+        println!("CA private key:      {}  (mode 0600)", f.ca_key.display());
+        println!(
+            "server certificate:  {}  (--cert; valid for localhost, 127.0.0.1, ::1)",
+            f.server_cert.display()
+        );
+        println!("server private key:  {}  (--key, mode 0600)", f.server_key.display());
+        return Ok(true);
+    }
+    let (Some(policy_path), Some(cert), Some(key)) = (args.policy, args.cert, args.key) else {
+        bail!("--policy, --cert and --key are required");
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let policy = Policy::load(&policy_path)?;
+    let verifier = attest::server::verifier_for_policy(&policy)?;
+    if policy.collateral().is_empty() {
+        tracing::warn!(
+            "the policy lists no [attestation] collateral: SGX evidence cannot verify and will be refused"
+        );
+    }
+    let limits = Limits {
+        handshake_timeout: Duration::from_secs(args.timeout_secs),
+        read_timeout: Duration::from_secs(args.timeout_secs),
+        max_connections: args.max_connections,
+        ..Limits::default()
+    };
+    let server = KeyServer::new(
+        attest::tls::load_certs(&cert)?,
+        attest::tls::load_private_key(&key)?,
+        verifier,
+        Arc::new(policy.clone()),
+        limits,
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        tracing::info!(
+            listen = %args.listen,
+            enclaves = policy.enclaves().len(),
+            keys = ?policy.key_names(),
+            collateral = policy.collateral().len(),
+            "key server ready"
+        );
+        server.serve(listener).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(true)
+}
