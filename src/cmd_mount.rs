@@ -42,7 +42,7 @@ pub struct MountArgs {
     #[arg(long, value_name = "P")]
     pub path_prefix: Option<String>,
     /// Node-cache capacity per open file, in 4 KiB nodes.
-    #[arg(long, value_name = "N", default_value_t = pfs_core::DEFAULT_CACHE_NODES)]
+    #[arg(long, value_name = "N", default_value_t = pfs_fuse::DEFAULT_MOUNT_CACHE_NODES)]
     pub cache_nodes: usize,
     /// Mount read-only; nothing in BACKING is ever written.
     #[arg(long)]

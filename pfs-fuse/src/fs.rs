@@ -863,7 +863,13 @@ impl Filesystem for PfsFs {
             "read",
         );
         match r {
-            Ok(buf) => reply.data(&buf),
+            Ok(buf) => {
+                let n = buf.len();
+                reply.data(&buf);
+                if let Ok(file) = lock(&self.open).get(fh.0, ino.0) {
+                    file.readahead_backing(offset, n);
+                }
+            }
             Err(e) => reply.error(e),
         }
     }
