@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 use pfs_core::layout::{NODE_SIZE, PhysicalNode};
 use pfs_core::{Key, MemJournal, MemStore, NodeStore, OpenOptions, ProtectedFile};
 
-const KEY: [u8; 16] = [
-    0x6c, 0xe2, 0x2a, 0x07, 0x1d, 0x53, 0xb9, 0xdd, 0x19, 0x32, 0x40, 0x53, 0xce, 0xa8, 0x1f, 0x4b,
-];
+const KEY: [u8; 16] =
+    [0x6c, 0xe2, 0x2a, 0x07, 0x1d, 0x53, 0xb9, 0xdd, 0x19, 0x32, 0x40, 0x53, 0xce, 0xa8, 0x1f, 0x4b];
 
 /// A store that accepts `budget` writes and then fails every write (a process crash).
 #[derive(Clone)]
@@ -82,8 +81,11 @@ fn main() {
         let host = mem.to_bytes();
         let journal = journal.snapshot().unwrap_or_default();
         println!("crash after {n} writes: flush {flushed:?}, journal {} bytes", journal.len());
-        std::fs::write(journal_dir.join(format!("crash_after_{n}_writes")), journal_input(1, &journal, &host))
-            .unwrap();
+        std::fs::write(
+            journal_dir.join(format!("crash_after_{n}_writes")),
+            journal_input(1, &journal, &host),
+        )
+        .unwrap();
         if n == 2 {
             // The same state read-only, and with the default (refusing) policy.
             std::fs::write(journal_dir.join("crash_read_only"), journal_input(3, &journal, &host)).unwrap();

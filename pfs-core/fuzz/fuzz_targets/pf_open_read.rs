@@ -7,9 +7,8 @@ use libfuzzer_sys::fuzz_target;
 use pfs_core::{Key, MemStore, OpenOptions, PendingWritePolicy, ProtectedFile};
 
 /// `shared/vectors/gramine-pf/public.key`, so the Gramine vectors authenticate.
-const KEY: [u8; 16] = [
-    0x6c, 0xe2, 0x2a, 0x07, 0x1d, 0x53, 0xb9, 0xdd, 0x19, 0x32, 0x40, 0x53, 0xce, 0xa8, 0x1f, 0x4b,
-];
+const KEY: [u8; 16] =
+    [0x6c, 0xe2, 0x2a, 0x07, 0x1d, 0x53, 0xb9, 0xdd, 0x19, 0x32, 0x40, 0x53, 0xce, 0xa8, 0x1f, 0x4b];
 /// Most plaintext bytes read per input; `check()` is skipped for larger claimed sizes
 /// (the metadata is authenticated, so a valid file cannot claim more than the fuzzer
 /// can supply anyway; `pf_sealed_meta` covers hostile sizes).
@@ -17,10 +16,7 @@ const READ_CAP: u64 = 64 << 20;
 
 fuzz_target!(|data: &[u8]| {
     let key = Key::from_bytes(KEY);
-    let options = OpenOptions::new()
-        .read_only(true)
-        .pending_write(PendingWritePolicy::Ignore)
-        .cache_nodes(8);
+    let options = OpenOptions::new().read_only(true).pending_write(PendingWritePolicy::Ignore).cache_nodes(8);
     let Ok(mut file) = ProtectedFile::open(MemStore::from_bytes(data.to_vec()), &key, None, &options) else {
         return;
     };

@@ -18,9 +18,8 @@ use pfs_core::{
     CryptoProvider, Error, FormatVersion, Key, MemStore, OpenOptions, PendingWritePolicy, ProtectedFile,
 };
 
-const KEY: [u8; 16] = [
-    0x6c, 0xe2, 0x2a, 0x07, 0x1d, 0x53, 0xb9, 0xdd, 0x19, 0x32, 0x40, 0x53, 0xce, 0xa8, 0x1f, 0x4b,
-];
+const KEY: [u8; 16] =
+    [0x6c, 0xe2, 0x2a, 0x07, 0x1d, 0x53, 0xb9, 0xdd, 0x19, 0x32, 0x40, 0x53, 0xce, 0xa8, 0x1f, 0x4b];
 const HEADER: usize = 1 + 8 + 8 + 16 + 16;
 const READ_CAP: u64 = 1 << 20;
 const CHECK_CAP: u64 = 64 << 20;
@@ -70,10 +69,7 @@ fuzz_target!(|data: &[u8]| {
         bytes
     };
 
-    let options = OpenOptions::new()
-        .read_only(true)
-        .pending_write(PendingWritePolicy::Ignore)
-        .cache_nodes(4);
+    let options = OpenOptions::new().read_only(true).pending_write(PendingWritePolicy::Ignore).cache_nodes(4);
     let mut file = match ProtectedFile::open(MemStore::from_bytes(host), &key, Some(b"fuzz"), &options) {
         Ok(file) => file,
         Err(Error::Corrupted(_)) if size > MAX_PLAINTEXT_SIZE => return,
