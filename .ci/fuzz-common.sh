@@ -11,16 +11,19 @@ export CARGO_TERM_COLOR=never
 # join here when that crate is merged (see docs/RELIABILITY.md, "Fuzzing").
 FUZZ_CRATES=(pfs-core attest)
 
-# Build options shared by build and run, so `cargo fuzz run` never rebuilds:
-# AddressSanitizer (the default) on, release with debug assertions (cargo-fuzz's default).
-# Both fuzz crates share one target directory under target/ (not committed).
-FUZZ_TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/target/fuzz-build}
+# Build options shared by build and run, so `cargo fuzz run` never rebuilds: release
+# with debug assertions (cargo-fuzz's default) and FUZZ_SANITIZER (`address` or `none`;
+# each script picks its default). Both fuzz crates share one target directory per
+# sanitizer under target/ (not committed).
 FUZZ_SANITIZER=${FUZZ_SANITIZER:-address}
+FUZZ_TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/target/fuzz-build-$FUZZ_SANITIZER}
 fuzz_build_flags=(--sanitizer "$FUZZ_SANITIZER" --target-dir "$FUZZ_TARGET_DIR")
 
 # libFuzzer options common to every run: fail on any single allocation above 512 MiB
-# (the engines must never allocate by a size read from input), on RSS above 2 GiB, and on
-# one input running longer than 30 s.
+# (the engines must never allocate by a size read from input; enforced through the
+# sanitizer's malloc hooks, so with FUZZ_SANITIZER=address only; without it a huge
+# allocation still fails as an abort or through the RSS limit), on RSS above 2 GiB, and
+# on one input running longer than 30 s.
 fuzz_libfuzzer_flags=(-rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=30 -print_final_stats=1)
 
 ensure_cargo_fuzz() {
