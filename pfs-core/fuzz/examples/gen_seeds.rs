@@ -1,8 +1,8 @@
 //! Writes the synthetic seed inputs of the pfs-core fuzz targets into `corpus/`:
 //! crash states with their recovery journals (`pf_open_journal`) and hostile-metadata
-//! headers (`pf_sealed_meta`). The Gramine interop vectors are copied by `.ci/fuzz-seeds`
-//! style shell commands instead (see docs/RELIABILITY.md). Deterministic apart from the
-//! random keys and nonces of the engine.
+//! headers (`pf_sealed_meta`). The Gramine interop vectors are copied with the shell
+//! commands in docs/RELIABILITY.md ("Seed corpora"). Deterministic apart from the random
+//! keys and nonces of the engine.
 
 use std::io;
 use std::path::Path;
