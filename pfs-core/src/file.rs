@@ -507,7 +507,7 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// file is intact.
     pub fn check(&mut self) -> Vec<NodeProblem> {
         let mut problems: Vec<NodeProblem> = Vec::new();
-        let mut by_node: Vec<(PhysicalNode, usize)> = Vec::new();
+        let mut by_node: std::collections::HashMap<PhysicalNode, usize> = std::collections::HashMap::new();
         let count = layout::data_node_count(self.meta.size);
         // Physical numbers grow with the data node number, so once one data node lies
         // past the host file's end all later ones do: report them as one truncation
@@ -534,8 +534,8 @@ impl<S: NodeStore> ProtectedFile<S> {
                 Error::Io { node: Some(node), .. } => *node,
                 _ => PhysicalNode(u64::MAX),
             };
-            match by_node.iter().find(|(n, _)| *n == key) {
-                Some(&(_, index)) => {
+            match by_node.get(&key) {
+                Some(&index) => {
                     let ranges = &mut problems[index].unreadable;
                     match ranges.last_mut() {
                         Some(last) if last.end == range.start => last.end = range.end,
@@ -543,7 +543,7 @@ impl<S: NodeStore> ProtectedFile<S> {
                     }
                 }
                 None => {
-                    by_node.push((key, problems.len()));
+                    by_node.insert(key, problems.len());
                     problems.push(NodeProblem { error, unreadable: vec![range] });
                 }
             }

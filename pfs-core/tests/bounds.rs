@@ -276,7 +276,6 @@ impl NodeStore for FarWriteRecorder {
 /// naming node 2^40 makes a `MemStore` resize itself to 4 PiB (abort) and a `FileStore`
 /// grow a sparse file of that size, before any node is authenticated.
 #[test]
-#[ignore = "engine bug (fuzz finding F1, docs/RELIABILITY.md): recovery writes journal records beyond the host file"]
 fn recovery_never_writes_beyond_the_host_file() {
     let _serial = serial();
     let disk = MemStore::new();
@@ -307,7 +306,6 @@ fn recovery_never_writes_beyond_the_host_file() {
 /// 2^62 bytes (authenticated metadata; or a huge genuine file truncated by the host)
 /// keeps `check` busy for 2^50 node look-ups.
 #[test]
-#[ignore = "engine bug (fuzz finding F2, docs/RELIABILITY.md): check() runs in time proportional to the claimed size"]
 fn check_of_a_short_host_file_claiming_a_huge_size_is_quick() {
     let _serial = serial();
     let disk = file_claiming(&pattern(20_000), MAX_PLAINTEXT_SIZE);

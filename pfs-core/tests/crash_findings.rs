@@ -16,7 +16,6 @@ fn key() -> Key {
 /// journal's metadata record authenticates, and restores the state from *before the
 /// earlier, completed* flush, silently rolling back data whose flush returned Ok.
 #[test]
-#[ignore = "engine bug (finding F3, docs/RELIABILITY.md): a torn metadata-only flush recovers from a stale journal"]
 fn torn_metadata_only_flush_does_not_roll_back_an_earlier_completed_flush() {
     let disk = MemStore::new();
     let journal = MemJournal::new();
