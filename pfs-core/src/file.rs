@@ -951,8 +951,8 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// bottom-up, and writes data and MHT nodes in physical order, then the root.
     ///
     /// Dirty data nodes are sealed in place in their own buffers (in parallel when there
-    /// are many) and leave the cache: keeping their plaintext would cost one more copy
-    /// per node, and a node just written is rarely read back through this cache (a FUSE
+    /// are many and the `parallel` feature is on) and leave the cache: keeping their
+    /// plaintext would cost one more copy per node, and a node just written is rarely read back through this cache (a FUSE
     /// mount serves such reads from the kernel's page cache). MHT nodes stay cached.
     fn seal_and_write_tree(&mut self) -> Result<()> {
         let mut dirty: Vec<(PhysicalNode, CachedKind)> =
