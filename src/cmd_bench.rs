@@ -1,6 +1,7 @@
 //! `pfs bench`: throughput and cache hit rate of one access pattern for several node-cache
 //! capacities, to tune the cache on the user's own workload shape.
 
+use crate::splitmix::SplitMix64;
 use std::fs::{self, OpenOptions as FsOpenOptions};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -270,18 +271,5 @@ impl Offsets {
             Pattern::Reread => i % self.hot_slots,
         };
         slot * self.io
-    }
-}
-
-/// A tiny deterministic PRNG (SplitMix64) for the random pattern.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }

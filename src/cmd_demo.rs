@@ -6,6 +6,7 @@
 //! `pfs run` is started as a child process: it must create its mount namespace while
 //! single-threaded, and this process runs the key server's threads.
 
+use crate::splitmix::SplitMix64;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
@@ -386,35 +387,13 @@ fn start_key_server(
     Ok(rt)
 }
 
-/// A deterministic generator (SplitMix64) for the synthetic data set.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1).
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
-
 /// Class names and cluster centres of the synthetic 2-D, 3-class data set.
 const CLASSES: [(&str, [f64; 2]); 3] = [("red", [-2.0, -1.0]), ("green", [2.0, -1.0]), ("blue", [0.0, 2.0])];
 
 /// Trains a softmax classifier by full-batch gradient descent on a deterministic synthetic
 /// data set; returns the model as JSON and its training accuracy.
 fn train_model() -> (String, f64) {
-    let mut rng = SplitMix(0x5EED_F00D);
+    let mut rng = SplitMix64(0x5EED_F00D);
     let mut data = Vec::new();
     for (k, (_, c)) in CLASSES.iter().enumerate() {
         for _ in 0..60 {

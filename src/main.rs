@@ -22,6 +22,7 @@ mod output;
 mod pipeline;
 mod report;
 mod size;
+mod splitmix;
 mod walk;
 
 use std::process::ExitCode;
