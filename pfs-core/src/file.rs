@@ -806,25 +806,29 @@ impl<S: NodeStore> ProtectedFile<S> {
                     let fresh = !self.cache.contains(phys) && (!exists || whole);
                     if fresh {
                         // A new node, or an existing one overwritten whole: no read needed.
+                        // The bytes go into the buffer before it enters the cache, which
+                        // saves a look-up per node on the streaming path.
                         self.load_mht_chain(node.parent(), true)?;
-                        let buf = if whole && data.is_some() {
+                        let mut buf = if whole && data.is_some() {
                             self.cache.take_buf()
                         } else {
                             self.cache.take_zeroed_buf()
                         };
+                        if let Some(data) = data {
+                            buf.bytes_mut()[skip..skip + len].copy_from_slice(&data[src_at..src_at + len]);
+                        }
                         self.stats.fresh += 1;
                         self.cache
                             .insert(phys, CachedNode { kind: CachedKind::Data(node), buf, dirty: true });
                         self.touch_ancestors(node.parent());
                     } else {
                         self.load_data_node(node, true)?;
-                    }
-                    let cached = self.cache.peek_mut(phys).expect("BUG: node vanished");
-                    let dst = &mut cached.buf.bytes_mut()[skip..skip + len];
-                    match data {
-                        Some(data) => dst.copy_from_slice(&data[src_at..src_at + len]),
-                        None if fresh => {}
-                        None => dst.fill(0),
+                        let cached = self.cache.peek_mut(phys).expect("BUG: node vanished");
+                        let dst = &mut cached.buf.bytes_mut()[skip..skip + len];
+                        match data {
+                            Some(data) => dst.copy_from_slice(&data[src_at..src_at + len]),
+                            None => dst.fill(0),
+                        }
                     }
                 }
             }
