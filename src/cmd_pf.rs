@@ -24,6 +24,7 @@ use crate::pipeline::pump;
 use crate::report::Reporter;
 use crate::size::format_size;
 use crate::walk::{ensure_not_inside, walk};
+use crate::write_behind::WriteBehindStore;
 
 /// Bytes moved per read/write call while streaming a file in or out of the engine. Measured
 /// on the 2-core project machine: 1 MiB beat 64 KiB, 256 KiB and 4 MiB for a 256 MiB file
@@ -201,7 +202,8 @@ fn encrypt_file(
     let mut input = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
     let mode = input.metadata().ok().map(|m| m.permissions().mode());
     let output = AtomicOutput::create(dest)?;
-    let store = FileStore::new(output.clone_file()?);
+    let (store, writes) = WriteBehindStore::new(output.clone_file()?)
+        .with_context(|| format!("cannot start writing {}", dest.display()))?;
     let mut pf =
         ProtectedFile::create(store, key, embedded, options).context("cannot create the protected file")?;
     let mut offset = 0u64;
@@ -216,6 +218,7 @@ fn encrypt_file(
         },
     )?;
     pf.close().with_context(|| format!("cannot write {}", dest.display()))?;
+    writes.finish().with_context(|| format!("cannot write {}", dest.display()))?;
     output.commit(mode, sync)?;
     Ok(offset)
 }

@@ -24,6 +24,7 @@ mod report;
 mod size;
 mod splitmix;
 mod walk;
+mod write_behind;
 
 use std::process::ExitCode;
 
