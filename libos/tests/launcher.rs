@@ -60,6 +60,7 @@ fn main() {
         strict_policy_refuses_unlisted_files,
         allow_all_but_log_permits_unlisted_files_with_a_warning,
         unlisted_entrypoint_or_interpreter_is_refused,
+        stale_staging_directories_are_removed,
     ];
     if list {
         for (name, _) in cases {
@@ -1119,4 +1120,33 @@ fn unlisted_entrypoint_or_interpreter_is_refused() {
     assert_eq!(out.status.code(), Some(libos::exit::EXEC.into()), "{}", show(&out));
     assert!(text(&out.stderr).contains("its #! interpreter /bin/sh (host file /bin/sh)"), "{}", show(&out));
     assert!(text(&out.stdout).is_empty(), "{}", show(&out));
+}
+
+/// A SIGKILLed launcher leaves its empty staging directory `/tmp/pfs-run-PID-N`; the next
+/// launcher removes it when PID is gone, but never a non-empty one or one of a live PID.
+fn stale_staging_directories_are_removed() {
+    let py = python();
+    let w = Work::new();
+    w.write("app.py", "print('ok')\n");
+    w.manifest(&simple_template(&py, "app.py", ""), &[]);
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let tmp = std::env::temp_dir();
+    let stale = tmp.join(format!("pfs-run-{dead}-7"));
+    let full = tmp.join(format!("pfs-run-{dead}-8"));
+    let live = tmp.join(format!("pfs-run-{}-9", std::process::id()));
+    for d in [&stale, &full, &live] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::write(full.join("keep"), "x").unwrap();
+    let out = w.run(&[]);
+    let (stale_left, full_left, live_left) = (stale.exists(), full.join("keep").exists(), live.exists());
+    let _ = fs::remove_dir(&stale);
+    let _ = fs::remove_dir_all(&full);
+    let _ = fs::remove_dir(&live);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!stale_left, "the empty staging directory of a dead launcher was not removed");
+    assert!(full_left, "a non-empty directory was removed");
+    assert!(live_left, "the directory of a live process was removed");
 }

@@ -100,6 +100,7 @@ impl View {
     /// verified trusted files).
     pub(crate) fn new() -> Result<View, LaunchError> {
         let base = std::env::temp_dir();
+        remove_stale_staging(&base);
         let pid = std::process::id();
         let mut n = 0u32;
         let staging = loop {
@@ -890,6 +891,30 @@ fn hidden_by_later_mount(manifest: &Manifest, view_path: &str) -> Option<String>
          list {} first",
         provider.path, hider.path, hider.path
     ))
+}
+
+/// Removes the staging directories `pfs-run-PID-N` in `base` that a SIGKILLed launcher
+/// left behind: only when process PID no longer exists, the directory is empty and it is
+/// not a mountpoint. (A live launcher's staging directory also looks empty from outside its
+/// namespace, hence the PID check.) Best effort: errors are ignored.
+fn remove_stale_staging(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else { return };
+    let base_dev = fs::metadata(base).map(|m| m.dev()).ok();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("pfs-run-")) else { continue };
+        let Some((pid, n)) = rest.split_once('-') else { continue };
+        let (Ok(pid), true) = (pid.parse::<u32>(), n.parse::<u32>().is_ok()) else { continue };
+        if pid == 0 || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let empty = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        if meta.is_dir() && empty && Some(meta.dev()) == base_dev {
+            let _ = fs::remove_dir(&path);
+        }
+    }
 }
 
 /// (canonical host directory or file, in-view path) for `fs.root` and every chroot mount,
