@@ -202,3 +202,23 @@ pub(crate) fn check_program(view: &View, manifest: &Manifest, rules: &Ruleset) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handled_rights_follow_the_abi() {
+        let base = handled_rights(1);
+        assert_eq!(base & (ll::REFER | ll::TRUNCATE), 0, "ABI 1 knows neither REFER nor TRUNCATE");
+        assert_eq!(handled_rights(2), base | ll::REFER);
+        assert_eq!(handled_rights(3), base | ll::REFER | ll::TRUNCATE);
+        assert_eq!(handled_rights(7), handled_rights(3));
+        for right in [ll::READ_FILE, ll::WRITE_FILE, ll::EXECUTE, ll::MAKE_REG, ll::REMOVE_FILE] {
+            assert_ne!(base & right, 0);
+        }
+        // Listing directories stays possible, as in Gramine (READ_DIR is bit 3), and so do
+        // directory creation and removal (bits 7 and 4) and device ioctls (bit 15).
+        assert_eq!(handled_rights(7) & ((1 << 3) | (1 << 4) | (1 << 7) | (1 << 15)), 0);
+    }
+}

@@ -401,11 +401,24 @@ impl View {
         log: &Log,
     ) -> Result<(), LaunchError> {
         let Ok(root) = fs::canonicalize(cwd.join(&manifest.root)) else { return Ok(()) };
+        // An empty plaintext file is not a valid protected file: never put one where an
+        // encrypted mount will serve it.
+        let encrypted: Vec<PathBuf> = manifest
+            .mounts
+            .iter()
+            .filter_map(|m| match &m.kind {
+                MountKind::Encrypted { uri, .. } => {
+                    fs::canonicalize(cwd.join(uri.trim_end_matches('/'))).ok()
+                }
+                _ => None,
+            })
+            .collect();
         for uri in &manifest.allowed_files {
             let Some(path) = uri.strip_prefix("file:").filter(|p| !p.ends_with('/')) else { continue };
             let host = cwd.join(path);
             let parent = host.parent().and_then(|p| fs::canonicalize(p).ok());
             let wanted = match &parent {
+                Some(parent) if encrypted.iter().any(|e| parent.starts_with(e)) => false,
                 Some(parent) if strict => parent.starts_with(&root),
                 Some(parent) => *parent == root,
                 None => false,
