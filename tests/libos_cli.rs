@@ -30,6 +30,8 @@ fs.mounts = [
   { type = "tmpfs", path = "/tmp" },
 ]
 sgx.trusted_files = [ "file:app.py" ]
+# The strict file policy (the default) needs the system directories listed.
+sgx.allowed_files = [ "file:/usr/", "file:{{ gramine.runtimedir() }}/" ]
 "#;
 
 #[test]

@@ -38,6 +38,7 @@ fs.mounts = [
 ]
 fs.insecure__keys.default = "{key}"
 sgx.trusted_files = ["file:app.py"]
+sgx.allowed_files = ["file:/usr/", "file:{{{{ gramine.runtimedir() }}}}/"]
 "#,
         key = hex::encode(key)
     )

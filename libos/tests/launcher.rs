@@ -57,6 +57,10 @@ fn main() {
         pinned_launcher_is_checked,
         shell_script_finds_its_interpreters_like_gramine,
         system_directories_are_shadowed_not_modified,
+        strict_policy_refuses_unlisted_files,
+        allow_all_but_log_permits_unlisted_files_with_a_warning,
+        unlisted_entrypoint_or_interpreter_is_refused,
+        stale_staging_directories_are_removed,
     ];
     if list {
         for (name, _) in cases {
@@ -156,6 +160,22 @@ fn runtime_mounts(py: &Python) -> String {
         m.push_str(&format!("  {{ path = \"{0}\", uri = \"file:{0}\" }},\n", py.prefix));
     }
     m
+}
+
+/// `sgx.allowed_files` entries for [`runtime_mounts`]: the host's system directories are
+/// allowed, not trusted (Gramine's manifests hash them as trusted files; under the simulated
+/// TEE the host is trusted anyway, and the strict file policy needs them listed).
+fn runtime_allowed(py: &Python) -> String {
+    let mut a = String::from("  \"file:/usr/\",\n  \"file:/lib/\",\n  \"file:/lib64/\",\n");
+    if !py.prefix.starts_with("/usr") {
+        a.push_str(&format!("  \"file:{}/\",\n", py.prefix));
+    }
+    a
+}
+
+/// Adds `uri` to the `sgx.allowed_files` list of a template.
+fn allow(template: &str, uri: &str) -> String {
+    template.replacen("sgx.allowed_files = [\n", &format!("sgx.allowed_files = [\n  \"{uri}\",\n"), 1)
 }
 
 impl Work {
@@ -308,8 +328,12 @@ sgx.trusted_files = [
   "file:data/input.txt",
   "file:{{{{ stdlib }}}}/",
 ]
+sgx.allowed_files = [
+  "file:out/",
+{allowed}]
 "#,
-        mounts = runtime_mounts(&py)
+        mounts = runtime_mounts(&py),
+        allowed = runtime_allowed(&py)
     );
     let built = w.manifest(&template, &[&format!("python={}", py.exe), &format!("stdlib={}", py.stdlib)]);
     assert!(built.manifest.trusted_files.len() > 100, "the stdlib directory was expanded");
@@ -342,6 +366,11 @@ const SYNC_MOUNT: &str = "{ path = \"/sync\", uri = \"file:sync\" }";
 /// Python that signals `/sync/ready` and waits for `/sync/go`.
 const WAIT_FOR_GO: &str = "import os, time\nopen('/sync/ready', 'w').close()\nwhile not os.path.exists('/sync/go'):\n    time.sleep(0.02)\n";
 
+/// [`SYNC_MOUNT`] added to a [`simple_template`], and allowed (the program writes there).
+fn with_sync(template: &str) -> String {
+    allow(&with_mount(template, SYNC_MOUNT), "file:sync/")
+}
+
 /// Inserts a mount entry before the tmpfs of [`simple_template`].
 fn with_mount(template: &str, entry: &str) -> String {
     template.replacen("  { type = \"tmpfs\"", &format!("  {entry},\n  {{ type = \"tmpfs\""), 1)
@@ -355,9 +384,11 @@ fn libos_sha256_hex(data: &[u8]) -> String {
 fn simple_template(py: &Python, script: &str, extra: &str) -> String {
     format!(
         "libos.entrypoint = \"{exe}\"\nloader.argv = [\"python3\", \"{script}\"]\nfs.mounts = [\n{mounts}  \
-         {{ type = \"tmpfs\", path = \"/tmp\" }},\n]\nsgx.trusted_files = [ \"file:{script}\" ]\n{extra}",
+         {{ type = \"tmpfs\", path = \"/tmp\" }},\n]\nsgx.trusted_files = [ \"file:{script}\" ]\n\
+         sgx.allowed_files = [\n{allowed}]\n{extra}",
         exe = py.exe,
-        mounts = runtime_mounts(py)
+        mounts = runtime_mounts(py),
+        allowed = runtime_allowed(py)
     )
 }
 
@@ -403,7 +434,7 @@ fn verified_bytes_are_served_after_host_modification() {
     fs::create_dir(w.path().join("sync")).unwrap();
     w.write("model.txt", "original model\n");
     w.write("app.py", &format!("{WAIT_FOR_GO}print(open('model.txt').read(), end='')\n"));
-    let template = with_mount(&simple_template(&py, "app.py", ""), SYNC_MOUNT).replace(
+    let template = with_sync(&simple_template(&py, "app.py", "")).replace(
         "sgx.trusted_files = [ \"file:app.py\" ]",
         "sgx.trusted_files = [ \"file:app.py\", \"file:model.txt\" ]",
     );
@@ -431,7 +462,7 @@ fn killed_launcher_takes_the_program_with_it() {
     let w = Work::new();
     fs::create_dir(w.path().join("sync")).unwrap();
     w.write("app.py", "import os, time\nopen('/sync/pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n");
-    let template = with_mount(&simple_template(&py, "app.py", ""), SYNC_MOUNT);
+    let template = with_sync(&simple_template(&py, "app.py", ""));
     w.manifest(&template, &[]);
     let mut child =
         w.launch("app.manifest", &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
@@ -466,7 +497,7 @@ fn mounts_are_invisible_on_the_host_during_the_run() {
     let w = Work::new();
     fs::create_dir(w.path().join("sync")).unwrap();
     w.write("app.py", WAIT_FOR_GO);
-    let template = with_mount(&simple_template(&py, "app.py", ""), SYNC_MOUNT);
+    let template = with_sync(&simple_template(&py, "app.py", ""));
     w.manifest(&template, &[]);
     let child = w.spawn(&mut w.launch("app.manifest", &[]));
     let pid = child.id();
@@ -539,9 +570,10 @@ fn cmdline_argv_and_unknown_keys_at_run_time() {
     w.write("args.py", "import sys\nprint(sys.argv[1:])\n");
     let template = format!(
         "libos.entrypoint = \"{exe}\"\nloader.insecure__use_cmdline_argv = true\nfs.mounts = [\n{mounts}]\n\
-         sgx.trusted_files = [ \"file:args.py\" ]\n",
+         sgx.trusted_files = [ \"file:args.py\" ]\nsgx.allowed_files = [\n{allowed}]\n",
         exe = py.exe,
-        mounts = runtime_mounts(&py)
+        mounts = runtime_mounts(&py),
+        allowed = runtime_allowed(&py)
     );
     let built = w.manifest(&template, &[]);
     // Gramine's runtime ignores unknown keys: add one after the build.
@@ -615,17 +647,21 @@ fn unprivileged_user_gets_a_user_namespace() {
 fn allowed_output_files_in_the_root_reach_the_host() {
     let py = python();
     let w = Work::new();
-    w.write("app.py", "open('result.txt', 'w').write('42\\n')\nopen('/stray.txt', 'w').write('lost')\n");
-    let template =
-        simple_template(&py, "app.py", "sgx.allowed_files = [ \"file:result.txt\", \"file:unused.txt\" ]\n");
+    w.write(
+        "app.py",
+        "open('result.txt', 'w').write('42\\n')\ntry:\n    open('/stray.txt', 'w').write('lost')\n\
+         except PermissionError:\n    print('refused')\n",
+    );
+    let template = allow(&allow(&simple_template(&py, "app.py", ""), "file:result.txt"), "file:unused.txt");
     w.manifest(&template, &[]);
     let out = w.run(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(fs::read_to_string(w.path().join("result.txt")).unwrap(), "42\n");
     assert!(!w.path().join("unused.txt").exists(), "an unused placeholder is removed");
     assert!(!w.path().join("stray.txt").exists());
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("created /stray.txt directly in the view's `/`"), "{stderr}");
+    // Under the strict policy a new file in the view's `/` (a tmpfs) is not allowed; see
+    // allow_all_but_log_permits_unlisted_files_with_a_warning for the warning about it.
+    assert_eq!(text(&out.stdout), "refused\n", "{}", show(&out));
 }
 
 /// A stand-in for pfs-fuse that exercises the [`libos::launcher::EncryptedMounter`] seam: it
@@ -708,7 +744,7 @@ fn sigterm_is_forwarded_and_the_launcher_cleans_up() {
         "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n\
          open('/sync/ready', 'w').close()\ntime.sleep(60)\n",
     );
-    let template = with_mount(&simple_template(&py, "app.py", ""), SYNC_MOUNT);
+    let template = with_sync(&simple_template(&py, "app.py", ""));
     w.manifest(&template, &[]);
     let child = w.spawn(&mut w.launch("app.manifest", &[]));
     let pid = child.id();
@@ -847,7 +883,8 @@ fn shell_script_finds_its_interpreters_like_gramine() {
     w.manifest(
         "libos.entrypoint = \"/app/run.sh\"\nloader.argv = [\"run.sh\", \"hi\"]\nfs.mounts = [\n  \
          { path = \"/bin\", uri = \"file:/bin\" },\n  { path = \"/lib\", uri = \"file:/lib\" },\n  \
-         { path = \"/app/run.sh\", uri = \"file:run.sh\" },\n]\nsgx.trusted_files = [ \"file:run.sh\" ]\n",
+         { path = \"/app/run.sh\", uri = \"file:run.sh\" },\n]\nsgx.trusted_files = [ \"file:run.sh\" ]\n\
+         sgx.allowed_files = [ \"file:/bin/\", \"file:/lib/\" ]\n",
         &[],
     );
     let out = w.run(&[]);
@@ -871,7 +908,8 @@ fn system_directories_are_shadowed_not_modified() {
         "libos.entrypoint = \"{exe}\"\nloader.argv = [\"python3\", \"app.py\"]\nfs.mounts = [\n  \
          {{ path = \"/lib\", uri = \"file:{{{{ gramine.runtimedir() }}}}\" }},\n  \
          {{ path = \"{runtime}\", uri = \"file:{runtime}\" }},\n  {{ path = \"/usr\", uri = \"file:/usr\" }},\n  \
-         {{ path = \"{prefix}\", uri = \"file:{prefix}\" }},\n  {SYNC_MOUNT},\n]\nsgx.trusted_files = [ \"file:app.py\" ]\n",
+         {{ path = \"{prefix}\", uri = \"file:{prefix}\" }},\n  {SYNC_MOUNT},\n]\nsgx.trusted_files = [ \"file:app.py\" ]\n\
+         sgx.allowed_files = [ \"file:{{{{ gramine.runtimedir() }}}}/\", \"file:/usr/\", \"file:{prefix}/\", \"file:sync/\" ]\n",
         exe = py.exe,
         prefix = py.prefix,
     );
@@ -884,4 +922,231 @@ fn system_directories_are_shadowed_not_modified() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(text(&out.stdout), "{\"ok\": 1}\n");
     assert!(!created_on_host, "{nested} was created on the host during the run");
+}
+
+/// Tries file operations in the view and records the errno name of each (or "ok"), then
+/// exits with 13 if reading the unlisted file was refused.
+const POLICY_PY: &str = r#"
+import errno, json, os, sys
+res = {}
+def attempt(name, fn):
+    try:
+        fn()
+        res[name] = "ok"
+    except OSError as e:
+        res[name] = errno.errorcode[e.errno]
+def rw_allowed_dir():
+    os.makedirs("/out/sub", exist_ok=True)
+    with open("/out/sub/x.txt", "w") as f:
+        f.write("hello")
+    with open("/out/sub/x.txt", "a") as f:
+        f.write(" world")
+    assert open("/out/sub/x.txt").read() == "hello world"
+    os.truncate("/out/sub/x.txt", 5)
+    os.rename("/out/sub/x.txt", "/out/x.txt")
+    with open("/out/tmp.txt", "w") as f:
+        f.write("t")
+    os.unlink("/out/tmp.txt")
+def rw(path):
+    with open(path, "w") as f:
+        f.write("data")
+    assert open(path).read() == "data"
+attempt("read_unlisted", lambda: open("/data/secret.txt").read())
+attempt("stat_unlisted", lambda: os.stat("/data/secret.txt"))
+attempt("list_unlisted_dir", lambda: os.listdir("/data"))
+attempt("create_in_unlisted_dir", lambda: open("/data/new.txt", "w"))
+attempt("unlink_unlisted", lambda: os.unlink("/data/victim.txt"))
+attempt("create_in_view_root", lambda: open("/stray.txt", "w").write("lost"))
+attempt("read_trusted", lambda: open("/data/trusted.txt").read())
+attempt("write_trusted", lambda: open("/data/trusted.txt", "a"))
+attempt("allowed_file_in_unlisted_dir", lambda: open("/data/allowed.txt", "r+").write("changed"))
+attempt("new_allowed_file", lambda: open("/data/later.txt", "w").write("later"))
+attempt("allowed_dir", rw_allowed_dir)
+attempt("tmpfs", lambda: rw("/tmp/t.txt"))
+attempt("encrypted", lambda: rw("/enc/e.txt"))
+attempt("dev_null", lambda: open("/dev/null", "w").write("x"))
+attempt("dev_urandom", lambda: open("/dev/urandom", "rb").read(4))
+attempt("proc", lambda: open("/proc/self/status").read())
+json.dump(res, open("/out/result.json", "w"), sort_keys=True)
+try:
+    open("/data/secret.txt").read()
+except PermissionError:
+    sys.exit(13)
+"#;
+
+/// A manifest for [`POLICY_PY`]: `/data` is a chroot mount that is not allowed (one
+/// trusted and two allowed files in it), `/out` an allowed directory, `/enc` an encrypted
+/// mount (through the test's bind mounter) and `/tmp` a tmpfs.
+fn policy_work(py: &Python, extra: &str) -> Work {
+    let w = Work::new();
+    w.write("app.py", POLICY_PY);
+    w.write("data/secret.txt", "unlisted\n");
+    w.write("data/victim.txt", "unlisted\n");
+    w.write("data/trusted.txt", "trusted\n");
+    w.write("data/allowed.txt", "allowed\n");
+    fs::create_dir(w.path().join("out")).unwrap();
+    fs::create_dir(w.path().join("enc")).unwrap();
+    let template = simple_template(
+        py,
+        "app.py",
+        &format!("fs.insecure__keys.default = \"00112233445566778899aabbccddeeff\"\n{extra}"),
+    )
+    .replace(
+        "  { type = \"tmpfs\"",
+        "  { path = \"/data\", uri = \"file:data\" },\n  { path = \"/out\", uri = \"file:out\" },\n  \
+             { type = \"encrypted\", path = \"/enc/\", uri = \"file:enc/\" },\n  { type = \"tmpfs\"",
+    )
+    .replace(
+        "sgx.trusted_files = [ \"file:app.py\" ]",
+        "sgx.trusted_files = [ \"file:app.py\", \"file:data/trusted.txt\" ]",
+    );
+    let template =
+        allow(&allow(&allow(&template, "file:out/"), "file:data/allowed.txt"), "file:data/later.txt");
+    w.manifest(&template, &[]);
+    w
+}
+
+fn run_policy(w: &Work) -> (Output, serde_json::Value) {
+    let log = w.path().join("mounter.log");
+    let out = w.finish(w.spawn(w.launch("app.manifest", &[]).env("LIBOS_TEST_BIND_MOUNTER", &log)));
+    let result = fs::read_to_string(w.path().join("out/result.json"))
+        .unwrap_or_else(|e| panic!("no result ({e}): {}", show(&out)));
+    (out, serde_json::from_str(&result).unwrap())
+}
+
+/// Gramine's default `sgx.file_check_policy = "strict"`: files that are neither trusted,
+/// allowed nor encrypted are refused with EACCES (enforced by Landlock); directories can
+/// still be listed; allowed files and directories, tmpfs, encrypted mounts, `/dev` and
+/// `/proc` work; trusted files cannot be written.
+fn strict_policy_refuses_unlisted_files() {
+    let py = python();
+    let w = policy_work(&py, "");
+    let (out, r) = run_policy(&w);
+    assert_eq!(out.status.code(), Some(13), "the program saw EACCES and exited with 13: {}", show(&out));
+    let expect = |name: &str, want: &[&str]| {
+        let got = r[name].as_str().unwrap_or("missing");
+        assert!(want.contains(&got), "{name}: got {got}, want one of {want:?}; all: {r}");
+    };
+    expect("read_unlisted", &["EACCES"]);
+    expect("create_in_unlisted_dir", &["EACCES"]);
+    expect("unlink_unlisted", &["EACCES"]);
+    expect("create_in_view_root", &["EACCES"]);
+    expect("write_trusted", &["EACCES", "EROFS"]);
+    expect("stat_unlisted", &["ok"]);
+    expect("list_unlisted_dir", &["ok"]);
+    expect("read_trusted", &["ok"]);
+    expect("allowed_file_in_unlisted_dir", &["ok"]);
+    expect("new_allowed_file", &["ok"]);
+    expect("allowed_dir", &["ok"]);
+    expect("tmpfs", &["ok"]);
+    expect("encrypted", &["ok"]);
+    expect("dev_null", &["ok"]);
+    expect("dev_urandom", &["ok"]);
+    expect("proc", &["ok"]);
+    // The host agrees: refused operations changed nothing, allowed ones landed.
+    assert!(!w.path().join("data/new.txt").exists());
+    assert_eq!(fs::read_to_string(w.path().join("data/secret.txt")).unwrap(), "unlisted\n");
+    assert!(w.path().join("data/victim.txt").exists());
+    assert_eq!(fs::read_to_string(w.path().join("data/trusted.txt")).unwrap(), "trusted\n");
+    assert_eq!(fs::read_to_string(w.path().join("data/allowed.txt")).unwrap(), "changed\n");
+    assert_eq!(fs::read_to_string(w.path().join("data/later.txt")).unwrap(), "later");
+    assert_eq!(fs::read_to_string(w.path().join("out/x.txt")).unwrap(), "hello");
+    assert_eq!(fs::read_to_string(w.path().join("enc/e.txt")).unwrap(), "data");
+    assert!(!text(&out.stderr).contains("allow_all_but_log"), "{}", show(&out));
+}
+
+/// `allow_all_but_log`: the same unlisted read works, one warning says that accesses are
+/// not checked nor logged one by one, and trusted files stay read-only.
+fn allow_all_but_log_permits_unlisted_files_with_a_warning() {
+    let py = python();
+    let w = policy_work(&py, "sgx.file_check_policy = \"allow_all_but_log\"\n");
+    let (out, r) = run_policy(&w);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(r["read_unlisted"], "ok", "{r}");
+    assert_eq!(r["create_in_unlisted_dir"], "ok", "{r}");
+    assert_eq!(r["unlink_unlisted"], "ok", "{r}");
+    assert_eq!(r["create_in_view_root"], "ok", "{r}");
+    assert!(["EACCES", "EROFS"].contains(&r["write_trusted"].as_str().unwrap()), "{r}");
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.matches(libos::launcher::ALLOW_ALL_BUT_LOG_WARNING).count(),
+        1,
+        "one warning at start: {stderr}"
+    );
+    assert!(stderr.contains("created /stray.txt directly in the view's `/`"), "{stderr}");
+    assert_eq!(fs::read_to_string(w.path().join("data/trusted.txt")).unwrap(), "trusted\n");
+}
+
+/// Gramine refuses to start an entrypoint that is neither trusted nor allowed; so does the
+/// launcher, before the program starts, naming the file (also for a `#!` interpreter).
+fn unlisted_entrypoint_or_interpreter_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let py = python();
+    let w = Work::new();
+    fs::create_dir(w.path().join("out")).unwrap();
+    w.write("app.py", "open('/out/ran', 'w').write('yes')\n");
+    // Python's directory is mounted but not allowed.
+    let template = simple_template(&py, "app.py", "")
+        .replace("  \"file:/usr/\",\n", "")
+        .replace("  { type = \"tmpfs\"", "  { path = \"/out\", uri = \"file:out\" },\n  { type = \"tmpfs\"");
+    let template = allow(&template, "file:out/");
+    w.manifest(&template, &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(libos::exit::EXEC.into()), "{}", show(&out));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the entrypoint {0} (host file {0}) is neither a trusted nor an allowed file",
+            py.exe
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("list file:{} in sgx.trusted_files or sgx.allowed_files", py.exe)),
+        "{stderr}"
+    );
+    assert!(!w.path().join("out/ran").exists(), "the program ran");
+
+    // A trusted script whose `#!` interpreter is not listed.
+    w.write("run.sh", "#!/bin/sh\necho ran\n");
+    fs::set_permissions(w.path().join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    w.manifest(
+        "libos.entrypoint = \"/app/run.sh\"\nfs.mounts = [\n  { path = \"/bin\", uri = \"file:/bin\" },\n  \
+         { path = \"/lib\", uri = \"file:/lib\" },\n  { path = \"/app/run.sh\", uri = \"file:run.sh\" },\n]\n\
+         sgx.trusted_files = [ \"file:run.sh\" ]\nsgx.allowed_files = [ \"file:/lib/\" ]\n",
+        &[],
+    );
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(libos::exit::EXEC.into()), "{}", show(&out));
+    assert!(text(&out.stderr).contains("its #! interpreter /bin/sh (host file /bin/sh)"), "{}", show(&out));
+    assert!(text(&out.stdout).is_empty(), "{}", show(&out));
+}
+
+/// A SIGKILLed launcher leaves its empty staging directory `/tmp/pfs-run-PID-N`; the next
+/// launcher removes it when PID is gone, but never a non-empty one or one of a live PID.
+fn stale_staging_directories_are_removed() {
+    let py = python();
+    let w = Work::new();
+    w.write("app.py", "print('ok')\n");
+    w.manifest(&simple_template(&py, "app.py", ""), &[]);
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let tmp = std::env::temp_dir();
+    let stale = tmp.join(format!("pfs-run-{dead}-7"));
+    let full = tmp.join(format!("pfs-run-{dead}-8"));
+    let live = tmp.join(format!("pfs-run-{}-9", std::process::id()));
+    for d in [&stale, &full, &live] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::write(full.join("keep"), "x").unwrap();
+    let out = w.run(&[]);
+    let (stale_left, full_left, live_left) = (stale.exists(), full.join("keep").exists(), live.exists());
+    let _ = fs::remove_dir(&stale);
+    let _ = fs::remove_dir_all(&full);
+    let _ = fs::remove_dir(&live);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!stale_left, "the empty staging directory of a dead launcher was not removed");
+    assert!(full_left, "a non-empty directory was removed");
+    assert!(live_left, "the directory of a live process was removed");
 }

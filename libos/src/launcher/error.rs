@@ -99,6 +99,39 @@ pub enum LaunchError {
     /// fork/wait failed.
     #[error("cannot {0}: {1}")]
     Process(&'static str, io::Error),
+    /// `sgx.file_check_policy = "strict"` cannot be enforced: the kernel has no Landlock.
+    #[error(
+        "sgx.file_check_policy = \"strict\" (the default) is enforced with Landlock, which this kernel does not \
+         offer ({0}); the program was not started. Enable Landlock (Linux 5.13 or later with \
+         CONFIG_SECURITY_LANDLOCK=y and `landlock` in the lsm= boot parameter), or set \
+         sgx.file_check_policy = \"allow_all_but_log\" in the manifest to run without file checks"
+    )]
+    FilePolicyUnavailable(io::Error),
+    /// The Landlock ruleset could not be built.
+    #[error("cannot enforce sgx.file_check_policy: cannot {what}: {source}")]
+    FilePolicy {
+        /// What was being done, with the path.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The strict file policy would refuse to execute the entrypoint or its interpreter.
+    #[error(
+        "cannot start {program}: {role} {view_path}{} is neither a trusted nor an allowed file, and \
+         sgx.file_check_policy is \"strict\": list {} in sgx.trusted_files or sgx.allowed_files",
+        host.as_ref().map(|h| format!(" (host file {h})")).unwrap_or_default(),
+        host.as_ref().map(|h| format!("file:{h}")).unwrap_or_else(|| "its host file".to_owned())
+    )]
+    NotListed {
+        /// The entrypoint.
+        program: String,
+        /// Which file: the entrypoint, its `#!` or its ELF interpreter.
+        role: String,
+        /// The file's in-view path.
+        view_path: String,
+        /// The host file it maps to, when it maps to one.
+        host: Option<String>,
+    },
     /// The program could not be started inside the view.
     #[error("cannot start {program} in the app's view: {stage}: {source}{hint}")]
     Start {
@@ -125,7 +158,10 @@ impl LaunchError {
             LaunchError::Namespace(_)
             | LaunchError::View { .. }
             | LaunchError::EncryptedUnavailable { .. }
-            | LaunchError::Encrypted { .. } => exit::VIEW,
+            | LaunchError::Encrypted { .. }
+            | LaunchError::FilePolicyUnavailable(_)
+            | LaunchError::FilePolicy { .. } => exit::VIEW,
+            LaunchError::NotListed { .. } => exit::EXEC,
             LaunchError::Trusted { .. } => exit::TRUSTED_FILE,
             LaunchError::Keys(_) => exit::KEYS,
             LaunchError::NotSingleThreaded(_)

@@ -4,9 +4,10 @@
 //! runtime, logger or FUSE server starts): it unshares a private mount namespace (plus a
 //! user namespace when not root) and makes every mount private. [`Launcher::run`] then
 //! builds the app's view (see the `view` module), takes keys from `fs.insecure__keys` or a
-//! [`KeyProvider`], forks, and in the child sets `PR_SET_PDEATHSIG(SIGKILL)`, chroots into
-//! the view, changes to `fs.start_dir` and executes the entrypoint with the manifest's argv
-//! and environment. The parent waits, tears the view down (also when the program crashed or
+//! [`KeyProvider`], builds the Landlock ruleset of `sgx.file_check_policy` (see the `policy`
+//! module), forks, and in the child sets `PR_SET_PDEATHSIG(SIGKILL)`, chroots into the
+//! view, changes to `fs.start_dir`, enforces the ruleset and executes the entrypoint with
+//! the manifest's argv and environment. The parent waits, tears the view down (also when the program crashed or
 //! was killed) and returns the program's status. Mounts live only in the private namespace,
 //! so none can remain on the host even if the launcher itself is killed.
 //!
@@ -14,6 +15,7 @@
 //! the pfs-fuse integration) and [`KeyProvider`] (implemented by the attest client).
 
 mod error;
+mod policy;
 mod program;
 mod seams;
 mod view;
@@ -25,6 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use error::{LaunchError, TrustedFailure};
+pub use policy::ALLOW_ALL_BUT_LOG_WARNING;
 pub use seams::{
     EncryptedMount, EncryptedMountRequest, EncryptedMounter, KeyProvider, ProvisionRequest,
     ProvisionedSecret, SeamError,
@@ -209,6 +212,10 @@ impl Launcher<'_> {
         }
         view.build(manifest, &cwd, &keys, self.mounter.take(), &log)?;
         drop(keys);
+        let ruleset = policy::prepare(&view, manifest, &cwd, &log)?;
+        if let Some(rules) = &ruleset {
+            policy::check_program(&view, manifest, rules)?;
+        }
 
         let program = manifest.entrypoint_in_view();
         let plan = ExecPlan {
@@ -226,9 +233,13 @@ impl Launcher<'_> {
                 })
                 .collect::<io::Result<_>>()
                 .map_err(config)?,
+            landlock: ruleset.as_ref().map_or(-1, policy::Ruleset::raw_fd),
         };
         log.debug(format_args!("starting {program}"));
-        let outcome = match sys::spawn(&plan) {
+        let spawned = sys::spawn(&plan);
+        // The child has its copy (or failed); the ruleset is close-on-exec anyway.
+        drop(ruleset);
+        let outcome = match spawned {
             Ok(Spawned::Running(pid)) => {
                 let saved = sys::supervise_signals(pid);
                 let waited = sys::wait(pid).map_err(|e| LaunchError::Process("wait for the program", e));
@@ -242,12 +253,20 @@ impl Launcher<'_> {
                     (ChildStage::Exec | ChildStage::Chdir, None, Some(libc::ENOENT)) => {
                         " (is it reachable through fs.root or an fs.mounts entry?)".to_owned()
                     }
+                    (ChildStage::Exec, _, Some(libc::EACCES))
+                        if manifest.file_check_policy == crate::manifest::FileCheckPolicy::Strict =>
+                    {
+                        " (sgx.file_check_policy is \"strict\": a file it needs to start is neither trusted nor \
+                         allowed)"
+                            .to_owned()
+                    }
                     _ => String::new(),
                 },
                 stage: match stage {
                     ChildStage::DeathSignal => "PR_SET_PDEATHSIG".to_owned(),
                     ChildStage::Chroot => "chroot".to_owned(),
                     ChildStage::Chdir => format!("chdir to fs.start_dir {}", manifest.start_dir),
+                    ChildStage::Landlock => "enforce the file policy (Landlock)".to_owned(),
                     ChildStage::Exec => "execve".to_owned(),
                 },
                 source,

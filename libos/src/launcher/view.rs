@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{EncryptedMount, EncryptedMountRequest, EncryptedMounter, LaunchError, Log, TrustedFailure};
-use crate::manifest::{Manifest, MountKind, TrustedFile};
+use crate::manifest::{FileCheckPolicy, Manifest, MountKind, TrustedFile};
 use crate::sys;
 
 enum Action {
@@ -42,6 +42,33 @@ pub(crate) struct View {
     own_devs: std::collections::HashSet<u64>,
     /// What `build` is building: to tell the app's own directories from system ones.
     layout: Option<Layout>,
+    /// Places the program may use freely under the strict file policy: tmpfs and encrypted
+    /// mounts, `/dev` basics, `/proc` (recorded when mounted).
+    full_access: Vec<Place>,
+    /// The ELF interpreter bound by [`View::provide_elf_interpreter`]: (host-side target,
+    /// the in-view path it was found at).
+    interpreter: Option<(PathBuf, String)>,
+}
+
+/// A file or directory of the view, identified when the launcher made it, so that the file
+/// policy can tell whether a later mount hid it.
+pub(super) struct Place {
+    /// Host-side path (under the view root).
+    pub(super) path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Place {
+    fn at(path: &Path) -> Option<Place> {
+        let meta = fs::metadata(path).ok()?;
+        Some(Place { path: path.to_owned(), dev: meta.dev(), ino: meta.ino() })
+    }
+
+    /// Whether `path` still shows what was recorded (no later mount covers it).
+    pub(super) fn still_there(&self) -> bool {
+        fs::metadata(&self.path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+    }
 }
 
 /// The manifest being built and where its relative URIs point.
@@ -73,6 +100,7 @@ impl View {
     /// verified trusted files).
     pub(crate) fn new() -> Result<View, LaunchError> {
         let base = std::env::temp_dir();
+        remove_stale_staging(&base);
         let pid = std::process::id();
         let mut n = 0u32;
         let staging = loop {
@@ -94,6 +122,8 @@ impl View {
             verified: Vec::new(),
             own_devs: std::collections::HashSet::new(),
             layout: None,
+            full_access: Vec::new(),
+            interpreter: None,
         };
         sys::mount_tmpfs(&view.staging, "mode=0700")
             .map_err(|e| LaunchError::view("mount the view's tmpfs", &view.staging, e))?;
@@ -137,7 +167,8 @@ impl View {
             cwd: cwd.to_owned(),
             app_root: fs::canonicalize(cwd.join(&manifest.root)).ok(),
         });
-        self.allowed_file_placeholders(manifest, cwd, log)?;
+        let strict = manifest.file_check_policy == FileCheckPolicy::Strict;
+        self.allowed_file_placeholders(manifest, cwd, strict, log)?;
         self.bind_root(&cwd.join(&manifest.root))?;
         let mut mounter = mounter;
         for mount in &manifest.mounts {
@@ -156,6 +187,7 @@ impl View {
                     let target = self.mountpoint(&mount.path, true)?;
                     self.mount(|| sys::mount_tmpfs(&target, "mode=1777"), "mount tmpfs", &target)?;
                     self.remember_own_tmpfs(&target);
+                    self.full_access.extend(Place::at(&target));
                     log.debug(format_args!("tmpfs at {}", mount.path));
                 }
                 MountKind::Encrypted { uri, key_name, enable_recovery } => {
@@ -178,6 +210,7 @@ impl View {
                     if uri.ends_with('/') || host_path.is_dir() {
                         let target = self.mountpoint(&mount.path, true)?;
                         self.encrypted_dir(mounter, &spec, uri.trim_end_matches('/'), &host_path, &target)?;
+                        self.full_access.extend(Place::at(&target));
                     } else {
                         self.encrypted_file(mounter, &spec, uri, cwd)?;
                     }
@@ -262,6 +295,7 @@ impl View {
         let source = self.resolve(&found)?;
         let target = self.mountpoint(&interp, false)?;
         self.mount(|| sys::bind(&source, &target, false), "bind the ELF interpreter", &target)?;
+        self.interpreter = Some((target, found.clone()));
         log.debug(format_args!("ELF interpreter {interp} provided from {found}"));
         Ok(())
     }
@@ -345,7 +379,9 @@ impl View {
             .into(),
         })?;
         let target = self.mountpoint(spec.view_path, false)?;
-        self.mount(|| sys::bind(&inner, &target, false), "bind the encrypted file", &target)
+        self.mount(|| sys::bind(&inner, &target, false), "bind the encrypted file", &target)?;
+        self.full_access.extend(Place::at(&target));
+        Ok(())
     }
 
     /// The view's `/` is a tmpfs holding binds of `fs.root`'s entries, so a file the program
@@ -353,18 +389,41 @@ impl View {
     /// directly in `fs.root` and does not exist yet (Gramine's `result.txt` pattern), create
     /// an empty host file first so it is bound like the others; it is removed again after
     /// the run if it is still empty.
+    ///
+    /// Under the strict file policy the same is done for a missing allowed file anywhere
+    /// below `fs.root`: Landlock grants rights on existing files (inodes), and a name that
+    /// does not exist yet has none, so the file must exist before the program starts.
     fn allowed_file_placeholders(
         &mut self,
         manifest: &Manifest,
         cwd: &Path,
+        strict: bool,
         log: &Log,
     ) -> Result<(), LaunchError> {
         let Ok(root) = fs::canonicalize(cwd.join(&manifest.root)) else { return Ok(()) };
+        // An empty plaintext file is not a valid protected file: never put one where an
+        // encrypted mount will serve it.
+        let encrypted: Vec<PathBuf> = manifest
+            .mounts
+            .iter()
+            .filter_map(|m| match &m.kind {
+                MountKind::Encrypted { uri, .. } => {
+                    fs::canonicalize(cwd.join(uri.trim_end_matches('/'))).ok()
+                }
+                _ => None,
+            })
+            .collect();
         for uri in &manifest.allowed_files {
             let Some(path) = uri.strip_prefix("file:").filter(|p| !p.ends_with('/')) else { continue };
             let host = cwd.join(path);
             let parent = host.parent().and_then(|p| fs::canonicalize(p).ok());
-            if parent.as_deref() != Some(root.as_path()) || fs::symlink_metadata(&host).is_ok() {
+            let wanted = match &parent {
+                Some(parent) if encrypted.iter().any(|e| parent.starts_with(e)) => false,
+                Some(parent) if strict => parent.starts_with(&root),
+                Some(parent) => *parent == root,
+                None => false,
+            };
+            if !wanted || fs::symlink_metadata(&host).is_ok() {
                 continue;
             }
             fs::OpenOptions::new()
@@ -519,11 +578,13 @@ impl View {
             let view_path = format!("/dev/{dev}");
             let existing = self.resolve(&view_path)?;
             if fs::metadata(&existing).is_ok_and(|m| m.rdev() != 0) {
+                self.full_access.extend(Place::at(&existing));
                 continue;
             }
             let target = self.mountpoint(&view_path, false)?;
             let source = Path::new("/dev").join(dev);
             self.mount(|| sys::bind(&source, &target, false), "bind", &target)?;
+            self.full_access.extend(Place::at(&target));
         }
         for (name, link) in [
             ("fd", "/proc/self/fd"),
@@ -542,6 +603,7 @@ impl View {
         if !sys::is_proc(&proc).unwrap_or(false) {
             self.mount(|| sys::bind(Path::new("/proc"), &proc, true), "bind /proc", &proc)?;
         }
+        self.full_access.extend(Place::at(&proc));
         Ok(())
     }
 
@@ -554,18 +616,7 @@ impl View {
         verified: &[Verified],
         log: &Log,
     ) -> Result<(), LaunchError> {
-        // (canonical host directory or file, in-view path) for the root and every chroot mount.
-        let mut sources: Vec<(PathBuf, String)> = Vec::new();
-        if let Ok(root) = fs::canonicalize(cwd.join(&manifest.root)) {
-            sources.push((root, "/".into()));
-        }
-        for m in &manifest.mounts {
-            if let MountKind::Chroot { uri } = &m.kind
-                && let Ok(src) = fs::canonicalize(cwd.join(uri))
-            {
-                sources.push((src, m.path.clone()));
-            }
-        }
+        let sources = chroot_sources(manifest, cwd);
         for v in verified {
             let Ok(host) = fs::canonicalize(&v.host) else { continue };
             let Ok(host_meta) = fs::metadata(&host) else { continue };
@@ -590,6 +641,69 @@ impl View {
             }
         }
         Ok(())
+    }
+
+    /// The verified copies of the trusted files (one inode each, bound read-only wherever
+    /// the host file is visible in the view).
+    pub(super) fn verified_copies(&self) -> impl Iterator<Item = &Path> {
+        self.verified.iter().map(|v| v.copy.as_path())
+    }
+
+    /// Tmpfs and encrypted mounts, `/dev` basics and `/proc`: full access under the strict
+    /// policy (Gramine provides `/dev` and `/proc` itself).
+    pub(super) fn full_access_places(&self) -> &[Place] {
+        &self.full_access
+    }
+
+    /// The ELF interpreter the view provides: (host-side target, in-view path it came from).
+    pub(super) fn provided_interpreter(&self) -> Option<(&Path, &str)> {
+        self.interpreter.as_ref().map(|(t, f)| (t.as_path(), f.as_str()))
+    }
+
+    /// Every host-side place (under the view root) where the canonical host file or
+    /// directory `host` is visible through `fs.root` and the chroot mounts: below a mount
+    /// whose source contains it, or at a mount whose source it contains. A place counts
+    /// only if it shows the same inode (a later mount may hide it). Where the view holds a
+    /// tmpfs of the launcher instead (the view's `/` and shadowed system directories), the
+    /// entries bound into it are matched one by one, so that granting never covers the
+    /// launcher's own tmpfs as a whole.
+    pub(super) fn places_of_host(&self, host: &Path) -> Vec<PathBuf> {
+        let Some(layout) = &self.layout else { return Vec::new() };
+        let mut places = Vec::new();
+        for (src, view_base) in chroot_sources(&layout.manifest, &layout.cwd) {
+            let (host_dir, view_path) = if let Ok(rel) = host.strip_prefix(&src) {
+                (host.to_owned(), Path::new(&view_base).join(rel))
+            } else if src.starts_with(host) {
+                (src.clone(), PathBuf::from(&view_base))
+            } else {
+                continue;
+            };
+            let Some(view_path) = view_path.to_str() else { continue };
+            let Ok(place) = self.resolve(view_path) else { continue };
+            self.match_place(&host_dir, &place, 0, &mut places);
+        }
+        places.sort();
+        places.dedup();
+        places
+    }
+
+    fn match_place(&self, host: &Path, place: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        // Links copied into the launcher's tmpfs would resolve on the host side: skip them.
+        if fs::symlink_metadata(place).is_ok_and(|m| m.file_type().is_symlink()) {
+            return;
+        }
+        let (Ok(h), Ok(p)) = (fs::metadata(host), fs::metadata(place)) else { return };
+        if h.dev() == p.dev() && h.ino() == p.ino() {
+            out.push(place.to_owned());
+            return;
+        }
+        if depth >= 8 || !h.is_dir() || !p.is_dir() || !self.own_devs.contains(&p.dev()) {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(host) else { return };
+        for entry in entries.filter_map(|e| e.ok()) {
+            self.match_place(&entry.path(), &place.join(entry.file_name()), depth + 1, out);
+        }
     }
 
     /// Resolves an absolute in-view path to a host path under the view root, following
@@ -792,8 +906,49 @@ fn hidden_by_later_mount(manifest: &Manifest, view_path: &str) -> Option<String>
     ))
 }
 
+/// Removes the staging directories `pfs-run-PID-N` in `base` that a SIGKILLed launcher
+/// left behind: only when process PID no longer exists, the directory is empty and it is
+/// not a mountpoint. (A live launcher's staging directory also looks empty from outside its
+/// namespace, hence the PID check.) Best effort: errors are ignored.
+fn remove_stale_staging(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else { return };
+    let base_dev = fs::metadata(base).map(|m| m.dev()).ok();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("pfs-run-")) else { continue };
+        let Some((pid, n)) = rest.split_once('-') else { continue };
+        let (Ok(pid), true) = (pid.parse::<u32>(), n.parse::<u32>().is_ok()) else { continue };
+        if pid == 0 || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let empty = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        if meta.is_dir() && empty && Some(meta.dev()) == base_dev {
+            let _ = fs::remove_dir(&path);
+        }
+    }
+}
+
+/// (canonical host directory or file, in-view path) for `fs.root` and every chroot mount,
+/// in manifest order.
+fn chroot_sources(manifest: &Manifest, cwd: &Path) -> Vec<(PathBuf, String)> {
+    let mut sources: Vec<(PathBuf, String)> = Vec::new();
+    if let Ok(root) = fs::canonicalize(cwd.join(&manifest.root)) {
+        sources.push((root, "/".into()));
+    }
+    for m in &manifest.mounts {
+        if let MountKind::Chroot { uri } = &m.kind
+            && let Ok(src) = fs::canonicalize(cwd.join(uri))
+        {
+            sources.push((src, m.path.clone()));
+        }
+    }
+    sources
+}
+
 /// The interpreter of a `#!` script, if `path` is one.
-fn shebang(path: &Path) -> Option<String> {
+pub(super) fn shebang(path: &Path) -> Option<String> {
     use std::io::Read;
     let mut head = [0u8; 256];
     let n = fs::File::open(path).ok()?.read(&mut head).ok()?;
@@ -804,7 +959,7 @@ fn shebang(path: &Path) -> Option<String> {
 }
 
 /// The `PT_INTERP` path of a 64-bit little-endian ELF file, if it has one.
-fn elf_interpreter(path: &Path) -> Option<String> {
+pub(super) fn elf_interpreter(path: &Path) -> Option<String> {
     use std::os::unix::fs::FileExt;
     let file = fs::File::open(path).ok()?;
     let mut header = [0u8; 64];

@@ -137,6 +137,10 @@ pub(crate) struct ExecPlan {
     pub argv: Vec<CString>,
     /// `NAME=VALUE` strings.
     pub envp: Vec<CString>,
+    /// A Landlock ruleset the child enforces on itself right before `execve`
+    /// (`sgx.file_check_policy = "strict"`), or -1. Built by the parent: the child may only
+    /// make async-signal-safe calls.
+    pub landlock: libc::c_int,
 }
 
 /// Which step of the child failed.
@@ -148,6 +152,8 @@ pub(crate) enum ChildStage {
     Chroot,
     /// chdir to the start directory.
     Chdir,
+    /// prctl(PR_SET_NO_NEW_PRIVS) or landlock_restrict_self.
+    Landlock,
     /// execve of the entrypoint.
     Exec,
 }
@@ -170,7 +176,8 @@ pub(crate) enum Spawned {
 }
 
 /// Forks; the child sets `PR_SET_PDEATHSIG(SIGKILL)`, chroots into the view, changes to
-/// the start directory and executes the program. A failure in the child is reported through
+/// the start directory, enforces the Landlock ruleset if there is one, and executes the
+/// program. A failure in the child is reported through
 /// a close-on-exec pipe, so the parent can tell "could not start" from "the program exited".
 pub(crate) fn spawn(plan: &ExecPlan) -> io::Result<Spawned> {
     let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
@@ -220,6 +227,17 @@ pub(crate) fn spawn(plan: &ExecPlan) -> io::Result<Spawned> {
             if libc::chdir(plan.start_dir.as_ptr()) == -1 {
                 fail(2);
             }
+            if plan.landlock >= 0 {
+                // Landlock requires no_new_privs (or CAP_SYS_ADMIN); both calls are plain
+                // system calls on integers, safe after fork.
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
+                    fail(4);
+                }
+                if libc::syscall(libc::SYS_landlock_restrict_self, plan.landlock, 0u32) == -1 {
+                    fail(4);
+                }
+                libc::close(plan.landlock);
+            }
             libc::execve(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
             fail(3);
         }
@@ -251,6 +269,7 @@ pub(crate) fn spawn(plan: &ExecPlan) -> io::Result<Spawned> {
         0 => ChildStage::DeathSignal,
         1 => ChildStage::Chroot,
         2 => ChildStage::Chdir,
+        4 => ChildStage::Landlock,
         _ => ChildStage::Exec,
     };
     Ok(Spawned::Failed(stage, io::Error::from_raw_os_error(errno as i32)))
@@ -325,4 +344,120 @@ pub(crate) fn restore_signals(saved: SavedSignals) {
         unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
     }
     PROGRAM_PID.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Landlock (the kernel's unprivileged access-control LSM): the rights `pfs run` uses to
+/// enforce `sgx.file_check_policy = "strict"`. Values are the kernel UAPI's
+/// `LANDLOCK_ACCESS_FS_*` bits (`include/uapi/linux/landlock.h`).
+pub(crate) mod landlock {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::path::Path;
+
+    /// Execute a file (execve; also the ELF interpreter the kernel loads).
+    pub(crate) const EXECUTE: u64 = 1 << 0;
+    /// Open a file for writing.
+    pub(crate) const WRITE_FILE: u64 = 1 << 1;
+    /// Open a file for reading.
+    pub(crate) const READ_FILE: u64 = 1 << 2;
+    /// Unlink a file.
+    pub(crate) const REMOVE_FILE: u64 = 1 << 5;
+    /// Create a character device.
+    pub(crate) const MAKE_CHAR: u64 = 1 << 6;
+    /// Create a regular file.
+    pub(crate) const MAKE_REG: u64 = 1 << 8;
+    /// Create a UNIX socket.
+    pub(crate) const MAKE_SOCK: u64 = 1 << 9;
+    /// Create a named pipe.
+    pub(crate) const MAKE_FIFO: u64 = 1 << 10;
+    /// Create a block device.
+    pub(crate) const MAKE_BLOCK: u64 = 1 << 11;
+    /// Create a symbolic link.
+    pub(crate) const MAKE_SYM: u64 = 1 << 12;
+    /// Link or rename a file into another directory (ABI 2; denied unless granted).
+    pub(crate) const REFER: u64 = 1 << 13;
+    /// Truncate a file (ABI 3).
+    pub(crate) const TRUNCATE: u64 = 1 << 14;
+    /// The rights that apply to a file (the kernel refuses the others in a rule on a file).
+    pub(crate) const FILE_RIGHTS: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE;
+
+    const CREATE_RULESET_VERSION: u32 = 1;
+    const RULE_PATH_BENEATH: libc::c_int = 1;
+
+    /// `struct landlock_ruleset_attr`, only its first field: the kernel accepts the shorter
+    /// struct from every ABI version, and network/scope rights are not used.
+    #[repr(C)]
+    struct RulesetAttr {
+        handled_access_fs: u64,
+    }
+
+    /// `struct landlock_path_beneath_attr` (packed in the UAPI).
+    #[repr(C, packed)]
+    struct PathBeneathAttr {
+        allowed_access: u64,
+        parent_fd: i32,
+    }
+
+    /// The Landlock ABI version of the running kernel (ENOSYS: not built in; EOPNOTSUPP:
+    /// built in but not enabled at boot).
+    pub(crate) fn abi_version() -> io::Result<u32> {
+        // SAFETY: with a NULL attribute, size 0 and the VERSION flag the call only returns
+        // a number and reads no memory.
+        let v = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                std::ptr::null::<RulesetAttr>(),
+                0usize,
+                CREATE_RULESET_VERSION,
+            )
+        };
+        if v < 0 { Err(io::Error::last_os_error()) } else { Ok(v as u32) }
+    }
+
+    /// Creates a ruleset (a close-on-exec fd) that restricts the `handled` rights.
+    pub(crate) fn create_ruleset(handled: u64) -> io::Result<OwnedFd> {
+        let attr = RulesetAttr { handled_access_fs: handled };
+        // SAFETY: `attr` is a valid struct of the size passed, alive during the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                &attr as *const RulesetAttr,
+                std::mem::size_of::<RulesetAttr>(),
+                0u32,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel returned a new fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    }
+
+    /// Opens `path` with `O_PATH` (no read or write access, no FUSE open; symlinks followed).
+    pub(crate) fn open_path(path: &Path) -> io::Result<OwnedFd> {
+        let c = super::cpath(path)?;
+        // SAFETY: `c` is a valid C string; the returned fd is owned by the OwnedFd below.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Grants `allowed` beneath the file or directory `target` (an `O_PATH` fd).
+    pub(crate) fn add_rule(ruleset: &OwnedFd, target: &OwnedFd, allowed: u64) -> io::Result<()> {
+        let attr = PathBeneathAttr { allowed_access: allowed, parent_fd: target.as_raw_fd() };
+        // SAFETY: both fds are open; `attr` is a valid packed struct alive during the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_add_rule,
+                ruleset.as_raw_fd(),
+                RULE_PATH_BENEATH,
+                &attr as *const PathBeneathAttr,
+                0u32,
+            )
+        };
+        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
 }
