@@ -508,7 +508,17 @@ impl PfsFs {
             }
         }
         if a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || a.atime.is_some() || a.mtime.is_some() {
-            let rel = self.rel(ino)?;
+            let rel = match self.rel(ino) {
+                Ok(rel) => rel,
+                // Unlinked or replaced while open: the host file has no name any more, only
+                // the open descriptor (the kernel's writeback cache updates mtime this way
+                // when such a file is written and fsynced).
+                Err(e) => {
+                    let file = self.live_file(ino).ok_or(e)?;
+                    Self::set_attrs_by_fd(&file.host, &a)?;
+                    return self.attr_of(ino);
+                }
+            };
             // These change the host ctime but not the plaintext: carry the cached size over.
             let known = self.backing.stat(&rel).ok().and_then(|st| {
                 let stamp = HostStamp::of(&st);
@@ -528,6 +538,33 @@ impl PfsFs {
             }
         }
         self.attr_of(ino)
+    }
+
+    /// Mode, owner and times of an open host file that has no name (see `do_setattr`).
+    fn set_attrs_by_fd(host: &std::fs::File, a: &SetAttr) -> Result<(), Errno> {
+        let errno = |e: nix::errno::Errno| Errno::from_i32(e as i32);
+        if let Some(mode) = a.mode {
+            nix::sys::stat::fchmod(host, nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777))
+                .map_err(errno)?;
+        }
+        if a.uid.is_some() || a.gid.is_some() {
+            nix::unistd::fchown(
+                host,
+                a.uid.map(nix::unistd::Uid::from_raw),
+                a.gid.map(nix::unistd::Gid::from_raw),
+            )
+            .map_err(errno)?;
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let omit = nix::sys::time::TimeSpec::UTIME_OMIT;
+            nix::sys::stat::futimens(
+                host,
+                &a.atime.map(to_timespec).unwrap_or(omit),
+                &a.mtime.map(to_timespec).unwrap_or(omit),
+            )
+            .map_err(errno)?;
+        }
+        Ok(())
     }
 
     fn do_mkdir(
