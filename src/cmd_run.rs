@@ -148,6 +148,8 @@ impl EncryptedMounter for PfsFuseMounter {
         })?;
         let mut cfg = pfs_fuse::MountConfig::new(r.host_dir, key);
         cfg.path_prefix = Some(r.uri.as_bytes().to_vec());
+        // Gramine keeps recovery files only for mounts that ask (`enable_recovery`).
+        cfg.recovery = r.enable_recovery;
         let handle = pfs_fuse::mount(cfg, r.target)
             .map_err(|e| format!("encrypted mount {} (host {}): {e}", r.view_path, r.host_dir.display()))?;
         Ok(Box::new(PfsFuseMount(handle)))

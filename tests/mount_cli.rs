@@ -119,3 +119,28 @@ fn nix_kill(pid: u32, sig: i32) {
     let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn mount_keeps_recovery_files_unless_told_not_to() {
+    let help = pfs().args(["mount", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--no-recovery") && help.contains("recovery file"), "{help}");
+    for (flags, journaled) in [(&[][..], true), (&["--no-recovery"][..], false)] {
+        let (_dir, key, enc, plain) = setup();
+        let _guard = Cleanup(&plain);
+        let st = pfs().arg("mount").args(flags).arg("-w").arg(&key).arg(&enc).arg(&plain).status().unwrap();
+        assert!(st.success(), "pfs mount {flags:?} failed (needs /dev/fuse and root)");
+        let mut f = fs::File::create(plain.join("big.bin")).unwrap();
+        std::io::Write::write_all(&mut f, &vec![9u8; 300_000]).unwrap();
+        f.sync_all().unwrap();
+        // While the file is open after a flush of its tree, its journal exists (hidden).
+        assert_eq!(enc.join("big.bin.gramine.recovery").exists(), journaled, "pfs mount {flags:?}");
+        let names: Vec<_> = fs::read_dir(&plain).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("big.bin")]);
+        drop(f);
+        let st = pfs().arg("umount").arg(&plain).status().unwrap();
+        assert!(st.success());
+        assert!(!enc.join("big.bin.gramine.recovery").exists(), "removed once the file is closed");
+        assert_eq!(fs::read(enc.join("big.bin")).unwrap().len() % 4096, 0);
+    }
+}

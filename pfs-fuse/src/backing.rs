@@ -16,6 +16,13 @@ use nix::sys::stat::{FileStat, Mode};
 /// Suffix of Gramine's recovery ("shadow") files (spec §13); hidden from listings.
 pub const RECOVERY_SUFFIX: &[u8] = b".gramine.recovery";
 
+/// The relative path of the recovery file of the host file at `rel`.
+pub fn recovery_name(rel: &[u8]) -> Rel {
+    let mut name = rel.to_vec();
+    name.extend_from_slice(RECOVERY_SUFFIX);
+    name
+}
+
 /// Whether `name` is one of the names the mount hides.
 pub fn is_hidden(name: &[u8]) -> bool {
     name.ends_with(RECOVERY_SUFFIX)
@@ -107,6 +114,21 @@ impl Backing {
             p.as_c_str(),
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
             Mode::from_bits_truncate(mode & 0o7777),
+        )
+        .map_err(nix_errno)?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens (creating if needed, mode 0600) the recovery file of the host file at `rel`,
+    /// read-write. Its content is node images of the protected file, so only the owner
+    /// may read it.
+    pub fn open_recovery_file(&self, rel: &[u8]) -> Result<File, Errno> {
+        let p = Self::cpath(&recovery_name(rel))?;
+        let fd = nix::fcntl::openat(
+            self.dir.as_fd(),
+            p.as_c_str(),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o600),
         )
         .map_err(nix_errno)?;
         Ok(File::from(fd))

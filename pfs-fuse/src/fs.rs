@@ -19,7 +19,8 @@ use nix::sys::stat::FileStat;
 use pfs_core::{FileStore, OpenOptions, ProtectedFile};
 
 use crate::MountConfig;
-use crate::backing::{Backing, Rel, child, is_hidden};
+use crate::backing::{Backing, Rel, child, is_hidden, recovery_name};
+use crate::journal::{BackingJournal, JournalName};
 use crate::tables::{HostStamp, Inodes, OpenFile, OpenFiles};
 
 /// Largest write request asked of the kernel (it caps this at `max_pages`, 1 MiB here).
@@ -29,7 +30,8 @@ const MAX_WRITE: u32 = 1 << 20;
 #[derive(Debug)]
 pub struct PfsFs {
     cfg: MountConfig,
-    backing: Backing,
+    /// Shared with the recovery journals of open files, which reach their files through it.
+    backing: Arc<Backing>,
     /// Taken for writing by rename (which rewrites embedded paths under a name), for
     /// reading by operations that resolve a name and then act on it.
     namespace: RwLock<()>,
@@ -132,7 +134,7 @@ impl PfsFs {
     pub fn new(cfg: MountConfig, backing: Backing) -> Self {
         PfsFs {
             cfg,
-            backing,
+            backing: Arc::new(backing),
             namespace: RwLock::new(()),
             inodes: Mutex::new(Inodes::new()),
             open: Mutex::new(OpenFiles::default()),
@@ -173,6 +175,62 @@ impl PfsFs {
             .cache_nodes(self.cfg.cache_nodes)
             .read_only(self.cfg.read_only)
             .pending_write(self.cfg.pending_write)
+            .write_barriers(self.cfg.write_barriers)
+    }
+
+    /// Whether files opened for writing keep a recovery file.
+    fn journaling(&self) -> bool {
+        self.cfg.recovery && !self.cfg.read_only
+    }
+
+    /// A recovery journal for the host file at `rel`, when the mount keeps them.
+    fn journal_for(&self, rel: &[u8]) -> Option<(Box<dyn pfs_core::RecoveryJournal>, JournalName)> {
+        if !self.journaling() {
+            return None;
+        }
+        let name = JournalName::new(rel);
+        let journal = BackingJournal::new(self.backing.clone(), name.clone(), self.cfg.cache_nodes);
+        Some((Box::new(journal), name))
+    }
+
+    /// Opens the protected file in `host` (at `rel`) with the mount's options and, when
+    /// the mount keeps them, its recovery file. A pending recovery (a flush interrupted by
+    /// a crash) is performed here and logged; a recovery file left by a crash is then
+    /// removed.
+    fn open_protected(
+        &self,
+        ino: u64,
+        rel: &[u8],
+        host: std::fs::File,
+    ) -> Result<(ProtectedFile<FileStore>, Option<JournalName>), pfs_core::Error> {
+        let expected = self.cfg.path_check.then(|| self.embedded(rel));
+        let (journal, name) = self.journal_for(rel).unzip();
+        let pf = ProtectedFile::open_with_journal(
+            FileStore::new(host),
+            journal,
+            &self.cfg.key,
+            expected.as_deref(),
+            &self.options(),
+        )?;
+        if let Some(nodes) = pf.recovered_nodes() {
+            warn!(
+                "inode {ino} {:?}: recovered an interrupted write: {nodes} nodes restored from {:?}",
+                show(rel),
+                show(&recovery_name(rel))
+            );
+        }
+        if name.is_some() {
+            // The file opened in a consistent state (restored and synced, or never
+            // interrupted), so a recovery file left by a crash is spent: remove it now
+            // rather than leave it until a close of a session that writes one.
+            match self.backing.unlink(&recovery_name(rel), false) {
+                Err(e) if e != Errno::ENOENT => {
+                    debug!("{:?}: cannot remove the spent recovery file: errno {}", show(rel), e.code())
+                }
+                _ => {}
+            }
+        }
+        Ok((pf, name))
     }
 
     fn rel(&self, ino: u64) -> Result<Rel, Errno> {
@@ -211,11 +269,9 @@ impl PfsFs {
         let host = self.backing.open_file(rel, !self.cfg.read_only).inspect_err(|e| {
             warn!("inode {ino} {:?}: cannot open the host file: errno {}", show(rel), e.code());
         })?;
-        let expected = self.cfg.path_check.then(|| self.embedded(rel));
-        let pf =
-            ProtectedFile::open(FileStore::new(host), &self.cfg.key, expected.as_deref(), &self.options())
-                .map_err(|e| self.pf_errno(ino, rel, "open", &e))?;
-        let file = Arc::new(OpenFile::new(ino, pf)?);
+        let (pf, journal) =
+            self.open_protected(ino, rel, host).map_err(|e| self.pf_errno(ino, rel, "open", &e))?;
+        let file = Arc::new(OpenFile::new(ino, pf, journal)?);
         *guard = Arc::downgrade(&file);
         Ok(file)
     }
@@ -265,6 +321,18 @@ impl PfsFs {
                     OpenOptions::new().read_only(true).cache_nodes(2).pending_write(self.cfg.pending_write);
                 match ProtectedFile::open(FileStore::new(host), &self.cfg.key, None, &opts) {
                     Ok(pf) => pf.len(),
+                    // An interrupted flush: opening it for writing performs the recovery
+                    // (and logs it), after which the size is known.
+                    Err(pfs_core::Error::RecoveryNeeded) if self.journaling() => {
+                        match self.open_file(ino, rel) {
+                            Ok(file) => {
+                                let size = file.size();
+                                let _ = self.put_file(file, rel);
+                                return size;
+                            }
+                            Err(_) => 0,
+                        }
+                    }
                     Err(e) => {
                         debug!("inode {ino} {:?}: size unknown, listed as 0: {e}", show(rel));
                         0
@@ -367,8 +435,15 @@ impl PfsFs {
             let _ = std::os::unix::fs::fchown(&host, Some(req.uid()), Some(req.gid()));
         }
         let ino = lock(&self.inodes).lookup(&rel);
-        let pf = match ProtectedFile::create(
+        let (journal, journal_name) = self.journal_for(&rel).unzip();
+        if journal.is_some() {
+            // A recovery file left by an earlier file of this name (deleted outside the
+            // mount) must never be applied to this one.
+            let _ = self.backing.unlink(&recovery_name(&rel), false);
+        }
+        let pf = match ProtectedFile::create_with_journal(
             FileStore::new(host),
+            journal,
             &self.cfg.key,
             &self.embedded(&rel),
             &self.options(),
@@ -383,7 +458,7 @@ impl PfsFs {
                 return Err(errno);
             }
         };
-        let file = Arc::new(OpenFile::new(ino, pf)?);
+        let file = Arc::new(OpenFile::new(ino, pf, journal_name)?);
         let slot = lock(&self.open).slot(ino);
         *lock(&slot) = Arc::downgrade(&file);
         let st = nix::sys::stat::fstat(&file.host).map_err(|e| Errno::from_i32(e as i32))?;
@@ -433,7 +508,17 @@ impl PfsFs {
             }
         }
         if a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || a.atime.is_some() || a.mtime.is_some() {
-            let rel = self.rel(ino)?;
+            let rel = match self.rel(ino) {
+                Ok(rel) => rel,
+                // Unlinked or replaced while open: the host file has no name any more, only
+                // the open descriptor (the kernel's writeback cache updates mtime this way
+                // when such a file is written and fsynced).
+                Err(e) => {
+                    let file = self.live_file(ino).ok_or(e)?;
+                    Self::set_attrs_by_fd(&file.host, &a)?;
+                    return self.attr_of(ino);
+                }
+            };
             // These change the host ctime but not the plaintext: carry the cached size over.
             let known = self.backing.stat(&rel).ok().and_then(|st| {
                 let stamp = HostStamp::of(&st);
@@ -453,6 +538,33 @@ impl PfsFs {
             }
         }
         self.attr_of(ino)
+    }
+
+    /// Mode, owner and times of an open host file that has no name (see `do_setattr`).
+    fn set_attrs_by_fd(host: &std::fs::File, a: &SetAttr) -> Result<(), Errno> {
+        let errno = |e: nix::errno::Errno| Errno::from_i32(e as i32);
+        if let Some(mode) = a.mode {
+            nix::sys::stat::fchmod(host, nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777))
+                .map_err(errno)?;
+        }
+        if a.uid.is_some() || a.gid.is_some() {
+            nix::unistd::fchown(
+                host,
+                a.uid.map(nix::unistd::Uid::from_raw),
+                a.gid.map(nix::unistd::Gid::from_raw),
+            )
+            .map_err(errno)?;
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let omit = nix::sys::time::TimeSpec::UTIME_OMIT;
+            nix::sys::stat::futimens(
+                host,
+                &a.atime.map(to_timespec).unwrap_or(omit),
+                &a.mtime.map(to_timespec).unwrap_or(omit),
+            )
+            .map_err(errno)?;
+        }
+        Ok(())
     }
 
     fn do_mkdir(
@@ -486,12 +598,24 @@ impl PfsFs {
         let rel = child(&self.rel(parent)?, name);
         self.backing.unlink(&rel, dir)?;
         if !dir {
-            let mut recovery = rel.clone();
-            recovery.extend_from_slice(crate::backing::RECOVERY_SUFFIX);
-            let _ = self.backing.unlink(&recovery, false);
+            // An open file of this name keeps working on its unlinked host file; it must
+            // not recreate the recovery file under a name it no longer has.
+            self.detach_journal(&rel);
+            let _ = self.backing.unlink(&recovery_name(&rel), false);
         }
         lock(&self.inodes).detach(&rel);
         Ok(())
+    }
+
+    /// Stops the open file at `rel` (if any) from writing a recovery file: its host file
+    /// was unlinked or replaced.
+    fn detach_journal(&self, rel: &[u8]) {
+        let ino = lock(&self.inodes).ino_of(rel);
+        if let Some(file) = ino.and_then(|i| self.live_file(i))
+            && let Some(journal) = &file.journal
+        {
+            journal.detach();
+        }
     }
 
     /// Rebinds the protected file at `from` to the embedded path of `to`. A file that
@@ -514,14 +638,8 @@ impl PfsFs {
                         return Ok(None);
                     }
                 };
-                let expected = self.cfg.path_check.then(|| self.embedded(from));
-                match ProtectedFile::open(
-                    FileStore::new(host),
-                    &self.cfg.key,
-                    expected.as_deref(),
-                    &self.options(),
-                ) {
-                    Ok(pf) => Arc::new(OpenFile::new(ino.unwrap_or(0), pf)?),
+                match self.open_protected(ino.unwrap_or(0), from, host) {
+                    Ok((pf, journal)) => Arc::new(OpenFile::new(ino.unwrap_or(0), pf, journal)?),
                     Err(e) => {
                         warn!(
                             "{:?}: moved without rewriting its embedded path, not readable here: {e}",
@@ -626,8 +744,28 @@ impl PfsFs {
             undo(moved);
             return Err(e);
         }
+        if kind_of(&st) == FileType::RegularFile {
+            // The replaced file's journal goes, the moved file's follows it (a directory's
+            // recovery files move with the directory).
+            self.detach_journal(&to);
+            match self.backing.rename(&recovery_name(&from), &recovery_name(&to)) {
+                Err(e) if e == Errno::ENOENT => {
+                    let _ = self.backing.unlink(&recovery_name(&to), false);
+                }
+                Err(e) => warn!(
+                    "{:?}: moved, but its recovery file was not (errno {}): remove {:?} if no crash is pending",
+                    show(&to),
+                    e.code(),
+                    show(&recovery_name(&from))
+                ),
+                Ok(()) => {}
+            }
+        }
         lock(&self.inodes).rename(&from, &to);
         for (file, _, rel) in moved {
+            if let Some(journal) = &file.journal {
+                journal.moved_to(&rel);
+            }
             let _ = self.put_file(file, &rel);
         }
         Ok(())

@@ -174,17 +174,23 @@ pub struct OpenFile {
     pub size: AtomicU64,
     /// Where the last read ended, to recognise a sequential reader.
     last_read_end: AtomicU64,
+    /// Names the file's recovery journal, when it has one (rename and unlink update it).
+    pub journal: Option<crate::journal::JournalName>,
 }
 
 /// How far ahead of a sequential reader the host is asked to read, in bytes.
 const BACKING_READAHEAD: i64 = 4 << 20;
 
 impl OpenFile {
-    /// Wraps an open protected file.
-    pub fn new(ino: u64, pf: ProtectedFile<FileStore>) -> Result<Self, Errno> {
+    /// Wraps an open protected file and the name of its recovery journal, if any.
+    pub fn new(
+        ino: u64,
+        pf: ProtectedFile<FileStore>,
+        journal: Option<crate::journal::JournalName>,
+    ) -> Result<Self, Errno> {
         let host = pf.store().file().try_clone().map_err(Errno::from)?;
         let size = AtomicU64::new(pf.len());
-        Ok(OpenFile { ino, pf: Mutex::new(pf), host, size, last_read_end: AtomicU64::new(u64::MAX) })
+        Ok(OpenFile { ino, pf: Mutex::new(pf), host, size, last_read_end: AtomicU64::new(u64::MAX), journal })
     }
 
     /// Plaintext size.

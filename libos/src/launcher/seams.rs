@@ -31,7 +31,7 @@ pub struct EncryptedMountRequest<'a> {
     /// The key's value, or `None` when no key of that name is known (Gramine then fails
     /// every open with EACCES).
     pub key: Option<&'a pfs_core::Key>,
-    /// `enable_recovery` (accepted, ignored).
+    /// `enable_recovery`: the mount keeps Gramine's recovery files (spec §13).
     pub enable_recovery: bool,
 }
 

@@ -145,7 +145,7 @@ pub enum MountKind {
         uri: String,
         /// `key_name`, default `default`.
         key_name: String,
-        /// `enable_recovery` (accepted and ignored with a warning).
+        /// `enable_recovery` (default false, as Gramine): keep recovery files (spec §13).
         enable_recovery: bool,
     },
     /// `type = "tmpfs"`: an empty in-memory directory.

@@ -204,14 +204,18 @@ fn mount_errors_name_the_entry_and_line() {
 }
 
 #[test]
-fn enable_recovery_is_accepted_with_a_warning() {
-    let w = warnings(
-        &with_entry(
-            "fs.mounts = [ { type = \"encrypted\", path = \"/d\", uri = \"file:d/\", enable_recovery = true } ]\n",
-        ),
-        Mode::Build,
+fn enable_recovery_is_honoured_without_a_warning() {
+    let text = with_entry(
+        "fs.mounts = [ { type = \"encrypted\", path = \"/d\", uri = \"file:d/\", enable_recovery = true } ]\n",
     );
-    assert!(w.iter().any(|d| d.key == "fs.mounts[0].enable_recovery"), "{w:?}");
+    let w = warnings(&text, Mode::Build);
+    assert!(!w.iter().any(|d| d.key == "fs.mounts[0].enable_recovery"), "{w:?}");
+    let m = ok(&text);
+    assert!(
+        m.mounts.iter().any(|mt| matches!(mt.kind, MountKind::Encrypted { enable_recovery: true, .. })),
+        "{:?}",
+        m.mounts
+    );
 }
 
 #[test]

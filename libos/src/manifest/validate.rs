@@ -821,9 +821,6 @@ fn mount(cx: &mut Ctx<'_>, key: &str, node: &Node) -> Option<Mount> {
         }
         "encrypted" => {
             let enable_recovery = recovery.as_ref().is_some_and(|(r, _, _)| *r);
-            if let Some((true, span, k)) = &recovery {
-                cx.warn(k, span, "accepted but ignored: pfs does not keep Gramine's recovery files");
-            }
             let key_name = key_name.map(|(n, _, _)| n).unwrap_or_else(|| "default".into());
             MountKind::Encrypted { uri: need_uri(cx, uri)?, key_name, enable_recovery }
         }

@@ -184,16 +184,27 @@ pub const DAEMON_ENV: &str = "PFS_FUSE_TEST_DAEMON";
 
 /// Body of the `daemon_entry` test each test file that spawns daemons defines: when the
 /// binary runs as a daemon child, mount `enc` on `plain` in the foreground and serve until
-/// SIGTERM; otherwise return at once.
+/// SIGTERM; otherwise return at once. The spec's optional fourth line holds options
+/// separated by commas: `no-writeback` (no kernel writeback cache), `no-recovery`,
+/// `cache=N` (nodes cached per open file).
 pub fn daemon_entry() {
     let Ok(spec) = std::env::var(DAEMON_ENV) else { return };
     let mut parts = spec.split('\n');
     let enc = PathBuf::from(parts.next().unwrap());
     let plain = PathBuf::from(parts.next().unwrap());
     let prefix = parts.next().filter(|p| !p.is_empty()).map(|p| p.as_bytes().to_vec());
+    let options: Vec<&str> = parts.next().unwrap_or("").split(',').filter(|o| !o.is_empty()).collect();
     init_log();
     let mut cfg = MountConfig::new(&enc, key());
     cfg.path_prefix = prefix;
+    for option in options {
+        match option {
+            "no-writeback" => cfg.writeback_cache = false,
+            "no-recovery" => cfg.recovery = false,
+            o if o.starts_with("cache=") => cfg.cache_nodes = o["cache=".len()..].parse().unwrap(),
+            other => panic!("unknown daemon option {other:?}"),
+        }
+    }
     pfs_fuse::run_until_signal(cfg, &plain, || {
         use std::io::Write;
         let mut out = std::io::stdout();
@@ -214,14 +225,34 @@ pub struct ChildMount {
 
 impl ChildMount {
     pub fn spawn(enc: &Path, plain: &Path, prefix: Option<&str>) -> Self {
+        Self::spawn_with(enc, plain, prefix, "", None)
+    }
+
+    /// [`spawn`](Self::spawn) with daemon options (see [`daemon_entry`]) and, when
+    /// `stderr` is given, the daemon's stderr (its log lines, any panic message) appended
+    /// to that file.
+    pub fn spawn_with(
+        enc: &Path,
+        plain: &Path,
+        prefix: Option<&str>,
+        options: &str,
+        stderr: Option<&Path>,
+    ) -> Self {
         use std::io::BufRead;
         let exe = std::env::current_exe().unwrap();
-        let spec = format!("{}\n{}\n{}", enc.display(), plain.display(), prefix.unwrap_or(""));
+        let spec = format!("{}\n{}\n{}\n{options}", enc.display(), plain.display(), prefix.unwrap_or(""));
+        let err = match stderr {
+            Some(p) => std::process::Stdio::from(
+                std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap(),
+            ),
+            None => std::process::Stdio::inherit(),
+        };
         let mut child = std::process::Command::new(exe)
             .args(["--exact", "daemon_entry", "--nocapture", "--test-threads=1"])
             .env(DAEMON_ENV, spec)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
+            .stderr(err)
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -240,6 +271,11 @@ impl ChildMount {
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         assert!(mounted_at(plain));
         ChildMount { child: Some(child), plain: plain.to_path_buf() }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon already stopped").id()
     }
 
     /// Unmounts from outside as `pfs umount` does; the daemon flushes and exits 0.
