@@ -63,6 +63,7 @@ fn main() {
         unlisted_entrypoint_or_interpreter_is_refused,
         stale_staging_directories_are_removed,
         dev_attestation_keys_and_user_report_data,
+        dev_attestation_mount_failure_stops_a_dcap_run_cleanly,
     ];
     if list {
         for (name, _) in cases {
@@ -1225,4 +1226,49 @@ fn dev_attestation_keys_and_user_report_data() {
     assert!(text(&out.stderr).contains("this launcher has no attester"), "{}", show(&out));
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains("pfs-attestation"), "left mounted: {mounts}");
+}
+
+/// When `/dev/attestation` cannot be mounted (here: an unprivileged user who cannot open
+/// `/dev/fuse`, mode 0600 on this machine), a manifest that asks for remote attestation
+/// stops with the view error code and leaves nothing behind; one that does not runs
+/// without it.
+fn dev_attestation_mount_failure_stops_a_dcap_run_cleanly() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let py = python();
+    let w = Work::new();
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    w.write("app.py", "import os\nprint(os.path.exists('/dev/attestation/attestation_type'))\n");
+    let template = simple_template(&py, "app.py", "");
+    let fuse_for_others = fs::metadata("/dev/fuse").expect("/dev/fuse is needed").mode() & 0o006 == 0o006;
+    let unprivileged = || {
+        let child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(std::env::current_exe().unwrap())
+            .args([LAUNCH, "app.manifest"])
+            .current_dir(w.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("setpriv (util-linux) is needed to test the unprivileged path");
+        w.finish(child)
+    };
+
+    w.manifest(&format!("{template}sgx.remote_attestation = \"dcap\"\n"), &[]);
+    let out = unprivileged();
+    if fuse_for_others {
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert_eq!(text(&out.stdout), "True\n");
+    } else {
+        assert_eq!(out.status.code(), Some(libos::exit::VIEW.into()), "{}", show(&out));
+        assert!(text(&out.stderr).contains("mount /dev/attestation (FUSE)"), "{}", show(&out));
+        assert!(out.stdout.is_empty(), "the program must not start: {}", show(&out));
+    }
+
+    w.manifest(&template, &[]);
+    let out = unprivileged();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), format!("{}\n", if fuse_for_others { "True" } else { "False" }));
+    if !fuse_for_others {
+        assert!(text(&out.stderr).contains("/dev/attestation is not available"), "{}", show(&out));
+    }
 }

@@ -543,8 +543,9 @@ impl DevAttestation {
             MountOption::RW,
         ];
         config.n_threads = Some(1);
+        // The caller names the mountpoint; say what FUSE needs, as encrypted mounts do.
         let session = fuser::Session::new(fs, target, &config).map_err(|e| {
-            io::Error::new(e.kind(), format!("mounting /dev/attestation on {}: {e}", target.display()))
+            io::Error::new(e.kind(), format!("{e} (FUSE: /dev/fuse must be usable by this user)"))
         })?;
         Ok(DevAttestation { session: Some(session.spawn()?) })
     }

@@ -267,7 +267,7 @@ impl View {
             Err(e) if wanted => Err(LaunchError::view("mount /dev/attestation (FUSE) on", &target, e)),
             Err(e) => {
                 log.warn(format_args!(
-                    "/dev/attestation is not available: {e} (is /dev/fuse usable?); the program runs without it"
+                    "/dev/attestation is not available (mounting it failed: {e}); the program runs without it"
                 ));
                 Ok(())
             }
