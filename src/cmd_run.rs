@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use libos::launcher::{
     EncryptedMount, EncryptedMountRequest, EncryptedMounter, KeyProvider, ProvisionRequest,
-    ProvisionedSecret, SeamError,
+    ProvisionedSecret, QuoteProvider, SeamError,
 };
 
 /// Long help of `pfs manifest`.
@@ -107,8 +107,11 @@ pub fn run_run(args: &RunArgs) -> u8 {
     }
     let mut mounter = PfsFuseMounter;
     let mut provider = SimProvisioning;
-    let launcher =
-        libos::launcher::Launcher { mounter: Some(&mut mounter), key_provider: Some(&mut provider) };
+    let launcher = libos::launcher::Launcher {
+        mounter: Some(&mut mounter),
+        key_provider: Some(&mut provider),
+        quote_provider: sim_quotes(),
+    };
     libos::launcher::main(&args.manifest, &args.args, launcher)
 }
 
@@ -174,15 +177,7 @@ struct SimProvisioning;
 impl KeyProvider for SimProvisioning {
     #[cfg(feature = "insecure-sim")]
     fn provision(&mut self, r: &ProvisionRequest<'_>) -> Result<ProvisionedSecret, SeamError> {
-        let id = &r.manifest.identity;
-        let identity = attest::evidence::EnclaveIdentity {
-            mrenclave: r.measurement.value,
-            mrsigner: [0; 32], // no signing step yet (sim_mrsigner)
-            isv_prod_id: id.isvprodid,
-            isv_svn: id.isvsvn,
-            attributes: [0; 16],
-            debug: id.debug,
-        };
+        let identity = sim_identity(&r.manifest.identity, r.measurement);
         let attester = attest::sim::SimAttester::dangerous_new(identity);
         let ca = r.ca_chain_host_path.as_deref().ok_or(
             "SECRET_PROVISION_CA_CHAIN_PATH is required: set loader.env.SECRET_PROVISION_CA_CHAIN_PATH to the \
@@ -226,4 +221,49 @@ impl KeyProvider for SimProvisioning {
              fs.insecure__keys for a test"
             .into())
     }
+}
+
+/// The identity simulated evidence claims for a manifest: its simulated measurement, no
+/// signer (there is no signing step yet, `sim_mrsigner`), its `isvprodid`/`isvsvn`/`debug`.
+#[cfg(feature = "insecure-sim")]
+fn sim_identity(
+    id: &libos::manifest::Identity,
+    measurement: &libos::SimMeasurement,
+) -> attest::evidence::EnclaveIdentity {
+    attest::evidence::EnclaveIdentity {
+        mrenclave: measurement.value,
+        mrsigner: [0; 32],
+        isv_prod_id: id.isvprodid,
+        isv_svn: id.isvsvn,
+        attributes: [0; 16],
+        debug: id.debug,
+    }
+}
+
+/// The `QuoteProvider` seam: `/dev/attestation/quote` serves SIMULATED quotes
+/// (`attest::sim::encode_quote`, tagged so that no SGX verifier accepts them) and
+/// `attestation_type` reads `sim`. Only builds with `insecure-sim` have it; others report
+/// `none` and have no quote.
+#[cfg(feature = "insecure-sim")]
+struct SimQuotes;
+
+#[cfg(feature = "insecure-sim")]
+impl QuoteProvider for SimQuotes {
+    fn attestation_type(&self) -> &'static str {
+        "sim"
+    }
+
+    fn quote(&self, r: &libos::launcher::QuoteRequest<'_>) -> Result<Vec<u8>, SeamError> {
+        Ok(attest::sim::encode_quote(&sim_identity(r.identity, r.measurement), r.report_data))
+    }
+}
+
+#[cfg(feature = "insecure-sim")]
+fn sim_quotes() -> Option<std::sync::Arc<dyn QuoteProvider>> {
+    Some(std::sync::Arc::new(SimQuotes))
+}
+
+#[cfg(not(feature = "insecure-sim"))]
+fn sim_quotes() -> Option<std::sync::Arc<dyn QuoteProvider>> {
+    None
 }

@@ -56,6 +56,27 @@ pub fn encode_report(id: &EnclaveIdentity, report_data: &[u8; 64]) -> Vec<u8> {
     out
 }
 
+/// A SIMULATED quote, as `pfs run` serves it at `/dev/attestation/quote`: the report of
+/// [`encode_report`] inside the same envelope as simulated RA-TLS evidence, the CBOR tag
+/// [`crate::ratls::SIM_EVIDENCE_TAG`] over `[bstr(report), bstr(claims)]`, with an empty
+/// claims map (the report data is the program's own, not a key hash).
+///
+/// The tag is what keeps it apart from Intel quotes: an SGX verifier expects a version 3
+/// quote (or tag 60000) and rejects it. Read it back with
+/// [`crate::ratls::parse_tagged_evidence`] and [`SimVerifier`].
+pub fn encode_quote(id: &EnclaveIdentity, report_data: &[u8; 64]) -> Vec<u8> {
+    let mut no_claims = Vec::new();
+    // Writing a Value into a Vec cannot fail.
+    let _ = ciborium::ser::into_writer(&Value::Map(Vec::new()), &mut no_claims);
+    let quote = Value::Tag(
+        crate::ratls::SIM_EVIDENCE_TAG,
+        Box::new(Value::Array(vec![Value::Bytes(encode_report(id, report_data)), Value::Bytes(no_claims)])),
+    );
+    let mut out = Vec::new();
+    let _ = ciborium::ser::into_writer(&quote, &mut out);
+    out
+}
+
 impl Attester for SimAttester {
     fn kind(&self) -> EvidenceKind {
         EvidenceKind::Simulated
@@ -120,5 +141,37 @@ impl SimulatedEvidenceVerifier for SimVerifier {
             Vec::new(),
             now,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratls::{CertEvidence, parse_tagged_evidence};
+
+    #[test]
+    fn quote_carries_the_report_data_under_the_simulated_tag() {
+        let id = EnclaveIdentity {
+            mrenclave: [7; 32],
+            mrsigner: [0; 32],
+            isv_prod_id: 3,
+            isv_svn: 4,
+            attributes: [0; 16],
+            debug: false,
+        };
+        let mut rd = [0u8; 64];
+        rd[..5].copy_from_slice(b"hello");
+        let quote = encode_quote(&id, &rd);
+        let CertEvidence::Simulated { report, .. } = parse_tagged_evidence(&quote).unwrap() else {
+            panic!("not simulated evidence")
+        };
+        let ev = SimVerifier::dangerous_new()
+            .verify_simulated(&report, UnixTime::since_unix_epoch(Default::default()))
+            .unwrap();
+        assert_eq!(ev.report_data(), &rd);
+        assert_eq!(ev.identity().mrenclave, [7; 32]);
+        assert_eq!(ev.tee(), TeeType::Simulated);
+        // Not an SGX quote: a DCAP parser refuses it.
+        assert!(crate::quote::SgxQuote::parse(&quote).is_err());
     }
 }

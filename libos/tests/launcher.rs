@@ -33,6 +33,7 @@ fn main() {
         let launcher = libos::launcher::Launcher {
             mounter: if bind.log.is_some() { Some(&mut bind) } else { None },
             key_provider: if provider.log.is_some() { Some(&mut provider) } else { None },
+            quote_provider: None,
         };
         let code = libos::launcher::main(Path::new(&args[2]), &args[3..], launcher);
         std::process::exit(code.into());
@@ -61,6 +62,8 @@ fn main() {
         allow_all_but_log_permits_unlisted_files_with_a_warning,
         unlisted_entrypoint_or_interpreter_is_refused,
         stale_staging_directories_are_removed,
+        dev_attestation_keys_and_user_report_data,
+        dev_attestation_mount_failure_stops_a_dcap_run_cleanly,
     ];
     if list {
         for (name, _) in cases {
@@ -1149,4 +1152,123 @@ fn stale_staging_directories_are_removed() {
     assert!(!stale_left, "the empty staging directory of a dead launcher was not removed");
     assert!(full_left, "a non-empty directory was removed");
     assert!(live_left, "the directory of a live process was removed");
+}
+
+/// Reads and writes `/dev/attestation` from a Python program (spec §7, §4.3).
+const DEV_ATTESTATION_PY: &str = r#"
+import errno, os, sys
+d = "/dev/attestation"
+mounts = [l.split() for l in open("/proc/self/mounts")]
+assert any(m[1] == d and m[2].startswith("fuse") for m in mounts), mounts
+print(open(d + "/attestation_type").read())
+assert sorted(os.listdir(d)) == ["attestation_type", "keys", "user_report_data"], os.listdir(d)
+assert not os.path.exists(d + "/quote")
+assert sorted(os.listdir(d + "/keys")) == ["default", "k2"], os.listdir(d + "/keys")
+assert os.stat(d + "/keys/default").st_mode & 0o777 == 0o600
+assert open(d + "/keys/default", "rb").read() == bytes.fromhex("00112233445566778899aabbccddeeff")
+assert open(d + "/keys/k2", "rb").read() == b"", "a registered name without a key reads empty"
+try:
+    open(d + "/keys/default", "wb")
+    sys.exit("writing a key was accepted")
+except OSError as e:
+    assert e.errno == errno.EACCES, e
+rd_path = d + "/user_report_data"
+assert open(rd_path, "rb").read() == bytes(64)
+rd = bytes(range(64))
+with open(rd_path, "wb") as f:
+    f.write(rd)
+assert open(rd_path, "rb").read() == rd
+
+def attempt(n):
+    fd = os.open(rd_path, os.O_WRONLY)
+    try:
+        os.write(fd, b"x" * n)
+    except OSError as e:
+        os.close(fd)
+        return e.errno
+    try:
+        os.close(fd)
+    except OSError as e:
+        return e.errno
+    return 0
+
+assert attempt(10) == errno.EACCES, "10 bytes"
+assert attempt(65) == errno.EACCES, "65 bytes"
+assert attempt(64) == 0
+assert open(rd_path, "rb").read() == b"x" * 64
+print("ok")
+"#;
+
+fn dev_attestation_keys_and_user_report_data() {
+    let py = python();
+    let w = Work::new();
+    w.write("app.py", DEV_ATTESTATION_PY);
+    fs::create_dir(w.path().join("enc")).unwrap();
+    let template = with_mount(
+        &simple_template(&py, "app.py", "fs.insecure__keys.default = \"00112233445566778899aabbccddeeff\"\n"),
+        "{ type = \"encrypted\", path = \"/data/\", uri = \"file:enc/\", key_name = \"k2\" }",
+    );
+    w.manifest(&template, &[]);
+    let log = w.path().join("mounter.log");
+    let run = || w.finish(w.spawn(w.launch("app.manifest", &[]).env("LIBOS_TEST_BIND_MOUNTER", &log)));
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "none\nok\n", "{}", show(&out));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("setting a key at run time is not supported"), "{stderr}");
+    assert!(!stderr.contains("00112233445566778899aabbccddeeff"), "a key was logged: {stderr}");
+
+    // Remote attestation asked for, but this launcher has no quote provider: said, not faked.
+    w.manifest(&format!("{template}sgx.remote_attestation = \"dcap\"\n"), &[]);
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "none\nok\n", "{}", show(&out));
+    assert!(text(&out.stderr).contains("this launcher has no attester"), "{}", show(&out));
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains("pfs-attestation"), "left mounted: {mounts}");
+}
+
+/// When `/dev/attestation` cannot be mounted (here: an unprivileged user who cannot open
+/// `/dev/fuse`, mode 0600 on this machine), a manifest that asks for remote attestation
+/// stops with the view error code and leaves nothing behind; one that does not runs
+/// without it.
+fn dev_attestation_mount_failure_stops_a_dcap_run_cleanly() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let py = python();
+    let w = Work::new();
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    w.write("app.py", "import os\nprint(os.path.exists('/dev/attestation/attestation_type'))\n");
+    let template = simple_template(&py, "app.py", "");
+    let fuse_for_others = fs::metadata("/dev/fuse").expect("/dev/fuse is needed").mode() & 0o006 == 0o006;
+    let unprivileged = || {
+        let child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(std::env::current_exe().unwrap())
+            .args([LAUNCH, "app.manifest"])
+            .current_dir(w.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("setpriv (util-linux) is needed to test the unprivileged path");
+        w.finish(child)
+    };
+
+    w.manifest(&format!("{template}sgx.remote_attestation = \"dcap\"\n"), &[]);
+    let out = unprivileged();
+    if fuse_for_others {
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert_eq!(text(&out.stdout), "True\n");
+    } else {
+        assert_eq!(out.status.code(), Some(libos::exit::VIEW.into()), "{}", show(&out));
+        assert!(text(&out.stderr).contains("mount /dev/attestation (FUSE)"), "{}", show(&out));
+        assert!(out.stdout.is_empty(), "the program must not start: {}", show(&out));
+    }
+
+    w.manifest(&template, &[]);
+    let out = unprivileged();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), format!("{}\n", if fuse_for_others { "True" } else { "False" }));
+    if !fuse_for_others {
+        assert!(text(&out.stderr).contains("/dev/attestation is not available"), "{}", show(&out));
+    }
 }

@@ -14,6 +14,7 @@
 //! Encrypted mounts and key provisioning are seams: [`EncryptedMounter`] (implemented by
 //! the pfs-fuse integration) and [`KeyProvider`] (implemented by the attest client).
 
+mod devattest;
 mod error;
 mod policy;
 mod program;
@@ -25,12 +26,13 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use error::{LaunchError, TrustedFailure};
 pub use policy::ALLOW_ALL_BUT_LOG_WARNING;
 pub use seams::{
     EncryptedMount, EncryptedMountRequest, EncryptedMounter, KeyProvider, ProvisionRequest,
-    ProvisionedSecret, SeamError,
+    ProvisionedSecret, QuoteProvider, QuoteRequest, SeamError,
 };
 
 use crate::manifest::{LogLevel, Manifest, Mode};
@@ -67,6 +69,11 @@ impl Log {
             }
         });
         Log { level: manifest.log_level, file }
+    }
+
+    /// A second handle on the same destination, for a server thread (`/dev/attestation`).
+    fn try_clone(&self) -> Log {
+        Log { level: self.level, file: self.file.as_ref().and_then(|f| f.try_clone().ok()) }
     }
 
     fn emit(&self, kind: &str, args: fmt::Arguments<'_>) {
@@ -136,6 +143,9 @@ pub struct Launcher<'a> {
     pub mounter: Option<&'a mut dyn EncryptedMounter>,
     /// Provisions keys for manifests that preload `libsecret_prov_attest.so`.
     pub key_provider: Option<&'a mut dyn KeyProvider>,
+    /// Serves `/dev/attestation/quote` for manifests with `sgx.remote_attestation = "dcap"`;
+    /// without it `attestation_type` reads `none` and there is no `quote`.
+    pub quote_provider: Option<Arc<dyn QuoteProvider>>,
 }
 
 /// Everything `pfs run` does, for the CLI: prints [`SIMULATED_TEE_WARNING`], enters the
@@ -211,7 +221,9 @@ impl Launcher<'_> {
             None => {}
         }
         view.build(manifest, &cwd, &keys, self.mounter.take(), &log)?;
+        let attestation = devattest::Contents::new(manifest, &measurement, &keys, self.quote_provider.take());
         drop(keys);
+        view.mount_attestation(attestation, manifest, &log)?;
         let ruleset = policy::prepare(&view, manifest, &cwd, &log)?;
         if let Some(rules) = &ruleset {
             policy::check_program(&view, manifest, rules)?;
@@ -447,7 +459,7 @@ mod tests {
         assert_eq!(copy.as_deref(), Some(Path::new("/verified")));
 
         let mut provider = FixedKey;
-        let mut launcher = Launcher { mounter: None, key_provider: Some(&mut provider) };
+        let mut launcher = Launcher { key_provider: Some(&mut provider), ..Launcher::default() };
         let secret = launcher.provision(&m, &measure(&m), ca, true, &QUIET).unwrap();
         assert!(matches!(secret, Some(ProvisionedSecret::Key { name, .. }) if name == "default"));
 

@@ -95,3 +95,27 @@ pub trait KeyProvider {
     /// Attests to a server of `request.servers` and returns the released secret.
     fn provision(&mut self, request: &ProvisionRequest<'_>) -> Result<ProvisionedSecret, SeamError>;
 }
+
+/// What `/dev/attestation/quote` asks a [`QuoteProvider`] for.
+#[derive(Debug)]
+pub struct QuoteRequest<'a> {
+    /// The manifest's identity fields (`sgx.isvprodid`, `sgx.isvsvn`, `sgx.debug`).
+    pub identity: &'a crate::manifest::Identity,
+    /// The simulated measurement of the manifest being run.
+    pub measurement: &'a SimMeasurement,
+    /// The 64 bytes last written to `/dev/attestation/user_report_data` (zeros before).
+    pub report_data: &'a [u8; 64],
+}
+
+/// Produces the quotes of `/dev/attestation/quote` (spec §7) when the manifest sets
+/// `sgx.remote_attestation = "dcap"` (the attest crate's simulated attester implements this).
+///
+/// Called from the `/dev/attestation` server thread, hence `Send + Sync`.
+pub trait QuoteProvider: Send + Sync {
+    /// What `/dev/attestation/attestation_type` reads: `sim` for simulated evidence (`dcap`
+    /// is reserved for a real SGX backend, so that an app insisting on SGX fails).
+    fn attestation_type(&self) -> &'static str;
+    /// A quote over `request.report_data`, in a format no verifier can take for an Intel
+    /// quote when it is simulated.
+    fn quote(&self, request: &QuoteRequest<'_>) -> Result<Vec<u8>, SeamError>;
+}

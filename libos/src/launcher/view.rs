@@ -14,8 +14,9 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::devattest::{Contents, DevAttestation};
 use super::{EncryptedMount, EncryptedMountRequest, EncryptedMounter, LaunchError, Log, TrustedFailure};
-use crate::manifest::{FileCheckPolicy, Manifest, MountKind, TrustedFile};
+use crate::manifest::{FileCheckPolicy, Manifest, MountKind, RemoteAttestation, TrustedFile};
 use crate::sys;
 
 enum Action {
@@ -24,6 +25,8 @@ enum Action {
     /// A placeholder host file for an allowed file; removed only if still empty.
     Placeholder(PathBuf),
     Encrypted(Box<dyn EncryptedMount>),
+    /// The `/dev/attestation` file system, served by a thread of the launcher.
+    Attestation(DevAttestation),
 }
 
 /// A built view. Dropping it without [`View::teardown`] still tears it down.
@@ -232,6 +235,43 @@ impl View {
         let bound = self.bind_verified(manifest, cwd, &verified, log);
         self.verified = verified;
         bound
+    }
+
+    /// Mounts `/dev/attestation` (spec §7, see the `devattest` module) after the rest of the
+    /// view. Gramine always provides it; here a failure to mount it stops the run only when
+    /// the manifest sets `sgx.remote_attestation = "dcap"` (the program then needs it), and
+    /// is a warning otherwise, so that programs that never attest do not depend on FUSE.
+    pub(crate) fn mount_attestation(
+        &mut self,
+        contents: Contents,
+        manifest: &Manifest,
+        log: &Log,
+    ) -> Result<(), LaunchError> {
+        let wanted = manifest.identity.remote_attestation == RemoteAttestation::Dcap;
+        let kind = contents.attestation_type();
+        if wanted && kind == "none" {
+            log.warn(format_args!(
+                "sgx.remote_attestation = \"dcap\", but this launcher has no attester (there is no SGX here; \
+                 pfs built with `--features insecure-sim` has a simulated one): /dev/attestation/attestation_type \
+                 reads \"none\" and there is no /dev/attestation/quote"
+            ));
+        }
+        let target = self.mountpoint("/dev/attestation", true)?;
+        match DevAttestation::mount(contents, &target, log.try_clone()) {
+            Ok(mount) => {
+                self.log.push(Action::Attestation(mount));
+                self.full_access.extend(Place::at(&target));
+                log.debug(format_args!("/dev/attestation mounted (attestation_type {kind})"));
+                Ok(())
+            }
+            Err(e) if wanted => Err(LaunchError::view("mount /dev/attestation (FUSE) on", &target, e)),
+            Err(e) => {
+                log.warn(format_args!(
+                    "/dev/attestation is not available (mounting it failed: {e}); the program runs without it"
+                ));
+                Ok(())
+            }
+        }
     }
 
     /// Gramine finds a program's ELF interpreter by its file name in the library
@@ -863,6 +903,9 @@ impl View {
                         .map_err(|e| LaunchError::view("remove the unused placeholder", &p, e)),
                     _ => Ok(()),
                 },
+                Action::Attestation(mount) => {
+                    mount.unmount().map_err(|e| LaunchError::view("unmount /dev/attestation", &self.root, e))
+                }
                 Action::Encrypted(guard) => guard.unmount().map_err(|source| LaunchError::Encrypted {
                     path: String::new(),
                     uri: String::new(),
