@@ -18,6 +18,7 @@ use pfs_core::{
 use serde::Serialize;
 
 use crate::Outcome;
+use crate::input_map::map_input;
 use crate::keyfile::{read_key, write_new_key};
 use crate::output::AtomicOutput;
 use crate::pipeline::pump;
@@ -124,9 +125,24 @@ pub struct EncryptArgs {
     /// Fsync each output and its directory before reporting success.
     #[arg(long)]
     sync: bool,
+    /// Read inputs with read(2) instead of mapping them into memory. Mapping is faster
+    /// (no copy into a read buffer), but if another program truncates an input while it
+    /// is being encrypted, pfs is killed by SIGBUS (no output is created; a hidden
+    /// temporary file stays beside it). Use this for inputs that others may truncate.
+    #[arg(long)]
+    no_mmap: bool,
     /// Print only warnings and errors (no per-file lines, no progress bar).
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// How [`encrypt_file`] reads its input and finishes its output.
+#[derive(Debug, Clone, Copy)]
+struct EncryptIo {
+    /// Fsync the output and its directory.
+    sync: bool,
+    /// Map regular input files instead of reading them.
+    mmap: bool,
 }
 
 /// Runs `pfs encrypt`.
@@ -139,12 +155,13 @@ pub fn encrypt(args: &EncryptArgs) -> Result<Outcome> {
     let input_meta =
         fs::metadata(&args.input).with_context(|| format!("cannot read input {}", args.input.display()))?;
     let mut reporter = Reporter::new(args.quiet);
+    let io = EncryptIo { sync: args.sync, mmap: !args.no_mmap };
 
     if input_meta.is_dir() {
         let base = args.path.as_deref().unwrap_or(&args.output);
         return transform_tree(&args.input, &args.output, &mut reporter, "encrypt", |src, dest, rel, rep| {
             let embedded = join_normalized(base.as_os_str().as_bytes(), rel.as_os_str().as_bytes());
-            encrypt_file(&key, src, dest, &embedded, &options, args.sync, rep)
+            encrypt_file(&key, src, dest, &embedded, &options, io, rep)
         });
     }
 
@@ -174,7 +191,7 @@ pub fn encrypt(args: &EncryptArgs) -> Result<Outcome> {
     if !args.quiet && input_meta.len() >= 64 << 20 {
         reporter.start_progress(input_meta.len(), "encrypting");
     }
-    let written = encrypt_file(&key, &args.input, &dest, &embedded, &options, args.sync, &reporter)
+    let written = encrypt_file(&key, &args.input, &dest, &embedded, &options, io, &reporter)
         .with_context(|| format!("cannot encrypt {} to {}", args.input.display(), dest.display()))?;
     reporter.finish_progress();
     reporter.info(format_args!(
@@ -190,36 +207,50 @@ pub fn encrypt(args: &EncryptArgs) -> Result<Outcome> {
 
 /// Encrypts `src` into a new protected file at `dest` bound to `embedded`; returns the
 /// plaintext size.
+///
+/// Three stages overlap: reading the input (from a memory map, or with `read` on a helper
+/// thread), sealing (this thread) and writing the ciphertext (a write-behind thread).
 fn encrypt_file(
     key: &Key,
     src: &Path,
     dest: &Path,
     embedded: &[u8],
     options: &OpenOptions,
-    sync: bool,
+    io: EncryptIo,
     reporter: &Reporter,
 ) -> Result<u64> {
     let mut input = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
-    let mode = input.metadata().ok().map(|m| m.permissions().mode());
+    let meta = input.metadata().with_context(|| format!("cannot read {}", src.display()))?;
+    let mode = Some(meta.permissions().mode());
     let output = AtomicOutput::create(dest)?;
     let (store, writes) = WriteBehindStore::new(output.clone_file()?)
         .with_context(|| format!("cannot start writing {}", dest.display()))?;
     let mut pf =
         ProtectedFile::create(store, key, embedded, options).context("cannot create the protected file")?;
     let mut offset = 0u64;
-    pump(
-        CHUNK_SIZE,
-        |buf| read_full(&mut input, buf).with_context(|| format!("cannot read {}", src.display())),
-        |chunk| {
-            pf.write_at(offset, chunk).with_context(|| format!("cannot write {}", dest.display()))?;
-            offset += chunk.len() as u64;
-            reporter.advance(chunk.len() as u64);
-            Ok(())
-        },
-    )?;
+    let mut write = |chunk: &[u8]| -> Result<()> {
+        pf.write_at(offset, chunk).with_context(|| format!("cannot write {}", dest.display()))?;
+        offset += chunk.len() as u64;
+        reporter.advance(chunk.len() as u64);
+        Ok(())
+    };
+    match io.mmap.then(|| map_input(&input, &meta, CHUNK_SIZE)).flatten() {
+        Some(map) => {
+            for chunk in map.chunks(CHUNK_SIZE) {
+                write(chunk)?;
+            }
+        }
+        None => {
+            pump(
+                CHUNK_SIZE,
+                |buf| read_full(&mut input, buf).with_context(|| format!("cannot read {}", src.display())),
+                write,
+            )?;
+        }
+    }
     pf.close().with_context(|| format!("cannot write {}", dest.display()))?;
     writes.finish().with_context(|| format!("cannot write {}", dest.display()))?;
-    output.commit(mode, sync)?;
+    output.commit(mode, io.sync)?;
     Ok(offset)
 }
 

@@ -1,6 +1,7 @@
 //! `pfs encrypt` → `pfs decrypt` of single files, embedded paths and failure behaviour.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use crate::util::{flip_byte, info_json, pfs, plaintext, temp_leftovers, workdir};
 
@@ -180,5 +181,24 @@ fn every_subcommand_has_help_with_an_example() {
         let run = pfs(dir.path(), &[sub, "--help"]).ok();
         assert!(run.stdout.contains("Examples:"), "{sub} --help has no examples:\n{}", run.stdout);
         assert!(run.stdout.contains(&format!("pfs {sub}")), "{sub} --help shows no invocation");
+    }
+}
+
+#[test]
+fn mapped_and_read_inputs_encrypt_to_the_same_plaintext() {
+    // Inputs of at least one chunk (1 MiB) are mapped; --no-mmap reads them with read(2).
+    // Both paths must give files that decrypt to the input, with the input's mode.
+    let dir = workdir();
+    let d = dir.path();
+    let plain = plaintext("cli-mmap", (3 << 20) + 12_345);
+    fs::write(d.join("big"), &plain).unwrap();
+    fs::set_permissions(d.join("big"), fs::Permissions::from_mode(0o640)).unwrap();
+    pfs(d, &["encrypt", "-w", "k.key", "-i", "big", "-o", "mapped.pf"]).ok();
+    pfs(d, &["encrypt", "-w", "k.key", "-i", "big", "-o", "read.pf", "--no-mmap"]).ok();
+    for name in ["mapped.pf", "read.pf"] {
+        assert_eq!(fs::metadata(d.join(name)).unwrap().permissions().mode() & 0o777, 0o640, "{name}");
+        let out = format!("{name}.out");
+        pfs(d, &["decrypt", "-w", "k.key", "-i", name, "-o", &out, "-V"]).ok();
+        assert!(fs::read(d.join(&out)).unwrap() == plain, "{name} does not decrypt to the input");
     }
 }
