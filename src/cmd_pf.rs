@@ -641,8 +641,8 @@ own.
 
 With --repair, a pending recovery is performed before the check: the recovery file's
 records are written back into the file and synced (the file must be writable), the file is
-then in the state of its last completed flush, and the recovery file is deleted once the
-file checks ok. The same happens when the metadata node was torn by a crash during the
+then in the state of its last completed flush, and the applied recovery file is deleted. A
+stale recovery file (a crash after its flush completed) is deleted once the file checks ok. The same happens when the metadata node was torn by a crash during the
 last write of a flush and the recovery file's copy of it authenticates. A pending-write
 flag without a usable recovery file cannot be repaired; the file's last written state is
 checked (pfs decrypt reads it).
@@ -702,7 +702,7 @@ pub fn check(args: &CheckArgs) -> Result<Outcome> {
         }
         let verdict = check_file(&key, path, args.quiet, args.repair)?;
         if args.repair && matches!(verdict, Verdict::Ok) {
-            remove_applied_journal(path)?;
+            remove_stale_journal(path)?;
         }
         Ok(verdict)
     };
@@ -843,13 +843,13 @@ fn repair_file(key: &Key, path: &Path, quiet: bool) -> Result<Repair> {
     }
 }
 
-/// After a `--repair` check found the file ok: deletes its recovery file, whether its
-/// records were just written back or it was stale. With the flag clear and every node
-/// authentic, the file is in a completed state and the journal only describes an older
-/// one; left in place it could later roll the file back to that state (the engine replays
-/// a journal when a torn metadata node fails authentication). Gramine deletes it after a
-/// successful close for the same reason.
-fn remove_applied_journal(path: &Path) -> Result<()> {
+/// After a `--repair` check found the file ok: deletes a stale recovery file (one left by
+/// a crash after its flush had completed; an applied one is already deleted by the engine
+/// on close). With the flag clear and every node authentic, the file is in a completed
+/// state and the journal only describes an older one; left in place it could later roll
+/// the file back to that state (the engine replays a journal when a torn metadata node
+/// fails authentication).
+fn remove_stale_journal(path: &Path) -> Result<()> {
     let pending = File::open(path)
         .ok()
         .and_then(|file| read_header(&file).ok().flatten())

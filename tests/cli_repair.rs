@@ -232,6 +232,34 @@ fn check_repair_of_an_intact_file_changes_nothing() {
 }
 
 #[test]
+fn check_repair_deletes_a_stale_recovery_file_of_an_intact_file() {
+    let dir = workdir();
+    let d = dir.path();
+    fs::write(d.join("p"), plaintext("p", 50_000)).unwrap();
+    pfs(d, &["encrypt", "-w", "k.key", "-i", "p", "-o", "p.pf"]).ok();
+    let before = fs::read(d.join("p.pf")).unwrap();
+    // A crash after a flush completed but before its recovery file was emptied: records of
+    // an older state, and the pending flag clear.
+    let mut stale = 0u64.to_le_bytes().to_vec();
+    stale.extend_from_slice(&before[..4096]);
+    let journal = journal_of(&d.join("p.pf"));
+    fs::write(&journal, &stale).unwrap();
+
+    let run = pfs(d, &["check", "-w", "k.key", "p.pf"]).ok();
+    assert!(run.stdout.contains("p.pf: ok"), "{}", run.stdout);
+    assert!(journal.exists(), "check without --repair deleted the recovery file");
+    let run = pfs(d, &["check", "-w", "k.key", "--repair", "p.pf"]).ok();
+    assert!(
+        run.stdout.contains("no recovery pending (the last flush completed; p.pf.gramine.recovery is stale)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("p.pf: deleted p.pf.gramine.recovery"), "{}", run.stdout);
+    assert!(!journal.exists());
+    assert!(fs::read(d.join("p.pf")).unwrap() == before, "the file itself changed");
+}
+
+#[test]
 fn check_help_documents_repair_and_exit_status() {
     let dir = workdir();
     let run = pfs(dir.path(), &["check", "--help"]).ok();
