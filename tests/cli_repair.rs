@@ -231,6 +231,36 @@ fn check_repair_of_an_intact_file_changes_nothing() {
     assert!(fs::read(d.join("p.pf")).unwrap() == before);
 }
 
+/// The last write of a flush (node 0, flag already clear) torn by the crash: the metadata
+/// node fails authentication, and the recovery file's copy of the old one is the way back.
+#[test]
+fn check_repair_restores_a_file_whose_final_metadata_write_was_torn() {
+    let dir = workdir();
+    let d = dir.path();
+    let old = plaintext("old", SIZE);
+    // Three writes: the flag, the data nodes, the MHT nodes and root; the final metadata
+    // write is the one that fails.
+    assert!(interrupted_file(d, "a.pf", &old, &plaintext("new", SIZE), 3));
+    let host = d.join("a.pf");
+    let mut bytes = fs::read(&host).unwrap();
+    // What a torn final write leaves: the flag clear (the new header) and half a node.
+    bytes[58] &= !1;
+    bytes[2048..4096].fill(0);
+    fs::write(&host, &bytes).unwrap();
+
+    let run = pfs(d, &["check", "-w", "k.key", "a.pf"]).fails();
+    assert!(run.stdout.contains("a.pf: UNREADABLE"), "{}", run.stdout);
+    assert!(run.stdout.contains("a.pf.gramine.recovery holds"), "{}", run.stdout);
+    assert!(run.stdout.contains("`pfs check --repair` tries"), "{}", run.stdout);
+    assert!(fs::read(&host).unwrap() == bytes, "check without --repair modified the file");
+
+    let run = pfs(d, &["check", "-w", "k.key", "--repair", "a.pf"]).ok();
+    assert!(run.stdout.contains("recovered "), "{}", run.stdout);
+    assert!(run.stdout.contains("a.pf: ok (1000000 bytes"), "{}", run.stdout);
+    pfs(d, &["decrypt", "-w", "k.key", "-i", "a.pf", "-o", "a.out"]).ok();
+    assert!(fs::read(d.join("a.out")).unwrap() == old, "not the old content");
+}
+
 #[test]
 fn check_repair_deletes_a_stale_recovery_file_of_an_intact_file() {
     let dir = workdir();
