@@ -641,11 +641,12 @@ own.
 
 With --repair, a pending recovery is performed before the check: the recovery file's
 records are written back into the file and synced (the file must be writable), the file is
-then in the state of its last completed flush, and the applied recovery file is deleted. A
-stale recovery file (a crash after its flush completed) is deleted once the file checks ok. The same happens when the metadata node was torn by a crash during the
-last write of a flush and the recovery file's copy of it authenticates. A pending-write
-flag without a usable recovery file cannot be repaired; the file's last written state is
-checked (pfs decrypt reads it).
+then in the state of its last completed flush, and the applied recovery file is deleted.
+The same happens when the metadata node was torn by a crash during the last write of a
+flush and the recovery file's copy of it authenticates. A pending-write flag without a
+usable recovery file cannot be repaired; the file's last written state is checked (pfs
+decrypt reads it). A stale recovery file (left by a crash after its flush completed) is
+deleted once the file checks ok.
 
 Exit status: 0 if every file is ok (and, with --repair, every pending recovery was
 performed); 1 if any file is damaged or unreadable, or with --repair if a pending write
@@ -740,7 +741,8 @@ fn is_recovery_file(path: &Path) -> bool {
 
 /// What `--repair` did to one file.
 enum Repair {
-    /// Nothing was pending (or a stale recovery file was left alone).
+    /// Nothing was pending (a stale recovery file is deleted after the check if the file
+    /// is ok).
     NotNeeded,
     /// The recovery file's records were written back.
     Recovered,
