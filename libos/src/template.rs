@@ -111,13 +111,27 @@ pub fn render(name: &str, source: &str, options: &RenderOptions) -> Result<Strin
         let message = if err.kind() == ErrorKind::OutOfFuel {
             format!(
                 "the template ran more than {RENDER_FUEL} instructions (nested loops or recursion?) \
-                 and was stopped; simplify its loops ({err:#})"
+                 and was stopped; simplify its loops ({})",
+                describe(&err)
             )
         } else {
-            format!("{err:#}")
+            describe(&err)
         };
         TemplateError { name: name.to_owned(), message }
     })
+}
+
+/// minijinja's message (kind, detail, `name:line`) and its causes. Not `{:#}`: that adds
+/// minijinja's source excerpt, whose rendering panics on some errors (a span whose end
+/// column precedes its start, e.g. `{%for in range(1)%}`; found by fuzzing).
+fn describe(err: &minijinja::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
 }
 
 fn fail(message: impl Into<String>) -> minijinja::Error {
@@ -447,6 +461,15 @@ mod tests {
         let (a, b) = out.split_once('|').unwrap();
         assert!(a.starts_with("/usr/local/lib/python3"), "{out}");
         assert!(b.starts_with("/x/lib/python3"), "{out}");
+    }
+
+    #[test]
+    fn an_error_with_a_backwards_span_is_reported_not_a_panic() {
+        // Found by the manifest_render fuzz target: minijinja's own debug-info rendering
+        // (`{:#}` on its error) subtracts the span's columns and overflows for this one.
+        let err = render("bad.template", "{%for in range(1)%}{%endfor%}", &opts(&[])).unwrap_err();
+        assert!(err.to_string().contains("bad.template"), "{err}");
+        assert!(err.message.contains("cannot unpack") && err.message.contains("bad.template:1"), "{err}");
     }
 
     #[test]
