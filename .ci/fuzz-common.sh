@@ -7,9 +7,10 @@
 export RUSTC_BOOTSTRAP=1
 export CARGO_TERM_COLOR=never
 
-# The crates that carry a fuzz/ directory. The libos manifest parser/renderer targets
-# join here when that crate is merged (see docs/RELIABILITY.md, "Fuzzing").
-FUZZ_CRATES=(pfs-core attest)
+# The crates that carry a fuzz/ directory (pfs-core: PF parsing; attest: certificates,
+# quotes, evidence, policy, key-server wire; libos: manifest parser and template
+# renderer). See docs/RELIABILITY.md, "Fuzzing".
+FUZZ_CRATES=(pfs-core attest libos)
 
 # Build options shared by build and run, so `cargo fuzz run` never rebuilds: release
 # with debug assertions (cargo-fuzz's default) and FUZZ_SANITIZER (`address` or `none`;

@@ -13,7 +13,8 @@ use pfs_core::layout::{self, NODE_SIZE, NODE_SIZE_U64};
 use pfs_core::metadata::PlainHeader;
 use pfs_core::path::{join_normalized, normalize};
 use pfs_core::{
-    Error as PfError, FileStore, FormatVersion, Key, OpenOptions, PendingWritePolicy, ProtectedFile,
+    Error as PfError, FileJournal, FileStore, FormatVersion, Key, OpenOptions, PendingWritePolicy,
+    ProtectedFile, RecoveryJournal,
 };
 use serde::Serialize;
 
@@ -656,21 +657,41 @@ fn print_info(info: &Info) -> io::Result<()> {
 pub const CHECK_ABOUT: &str = "\
 Authenticate every node of every given protected file (directories are searched
 recursively) and report each bad node with its number and the plaintext range it makes
-unreadable. It reads only; nothing is modified. It goes through the same read path as
-decrypt, so a file that checks ok decrypts.
+unreadable. Without --repair it reads only; nothing is modified. It goes through the same
+read path as decrypt, so a file that checks ok decrypts.
 
 Each file is reported as ok, DAMAGED (it opens with the key but some nodes fail
 authentication or are missing) or UNREADABLE (it cannot be opened at all: I/O error, not a
 protected file, or the metadata node fails authentication, which means a wrong key or a
 modified metadata node; the two cannot be told apart). The last line sums up:
-\"N files ok, M damaged, K unreadable\". Exit status 1 if any file is not ok.
-The pending-write flag is reported but does not make a file bad.";
+\"N files ok, M damaged, K unreadable\".
+
+Interrupted writes: a flush that Gramine 1.9 (with enable_recovery) or pfs interrupted
+leaves the pending-write flag set and the old image of every node it overwrites in
+FILE.gramine.recovery. Without --repair the flag is reported, the file's last written state
+is checked, and when a usable recovery file exists the report says that --repair restores
+the last completed flush. Recovery files met in a directory walk are not checked on their
+own.
+
+With --repair, a pending recovery is performed before the check: the recovery file's
+records are written back into the file and synced (the file must be writable), the file is
+then in the state of its last completed flush, and the applied recovery file is deleted.
+The same happens when the metadata node was torn by a crash during the last write of a
+flush and the recovery file's copy of it authenticates. A pending-write flag without a
+usable recovery file cannot be repaired; the file's last written state is checked (pfs
+decrypt reads it). A stale recovery file (left by a crash after its flush completed) is
+deleted once the file checks ok.
+
+Exit status: 0 if every file is ok (and, with --repair, every pending recovery was
+performed); 1 if any file is damaged or unreadable, or with --repair if a pending write
+could not be recovered; 2 on a usage error.";
 
 /// Examples of `pfs check`.
 pub const CHECK_EXAMPLES: &str = "\
 Examples:
   pfs check -w model.key enc/model.onnx
-  pfs check -w model.key -q enc/          # only problems and the summary";
+  pfs check -w model.key -q enc/          # only problems and the summary
+  pfs check -w model.key --repair enc/    # perform pending recoveries, then check";
 
 /// Arguments of `pfs check`.
 #[derive(Debug, Args)]
@@ -684,6 +705,9 @@ pub struct CheckArgs {
     /// Do not list files that are ok (problems and the summary are still printed).
     #[arg(short, long)]
     quiet: bool,
+    /// Perform a pending recovery from FILE.gramine.recovery first (writes the file).
+    #[arg(long)]
+    repair: bool,
 }
 
 /// The verdict on one file.
@@ -697,10 +721,25 @@ enum Verdict {
 pub fn check(args: &CheckArgs) -> Result<Outcome> {
     let key = read_key(&args.key)?;
     let (mut ok, mut damaged, mut unreadable) = (0usize, 0usize, 0usize);
+    let (mut recovered, mut unrepaired) = (0usize, 0usize);
     let mut count = |verdict: Verdict| match verdict {
         Verdict::Ok => ok += 1,
         Verdict::Damaged => damaged += 1,
         Verdict::Unreadable => unreadable += 1,
+    };
+    let mut one_file = |path: &Path| -> Result<Verdict> {
+        if args.repair {
+            match repair_file(&key, path, args.quiet)? {
+                Repair::Recovered => recovered += 1,
+                Repair::Impossible => unrepaired += 1,
+                Repair::NotNeeded => {}
+            }
+        }
+        let verdict = check_file(&key, path, args.quiet, args.repair)?;
+        if args.repair && matches!(verdict, Verdict::Ok) {
+            remove_stale_journal(path)?;
+        }
+        Ok(verdict)
     };
     for arg in &args.files {
         if arg.is_dir() {
@@ -709,19 +748,161 @@ pub fn check(args: &CheckArgs) -> Result<Outcome> {
                 println!("{}: UNREADABLE: {error:#}", arg.display());
                 count(Verdict::Unreadable);
             }
-            for rel in &tree.files {
-                count(check_file(&key, &arg.join(rel), args.quiet)?);
+            // A recovery file belongs to its host file and is read with it (Gramine hides
+            // them from applications the same way).
+            for rel in tree.files.iter().filter(|rel| !is_recovery_file(rel)) {
+                count(one_file(&arg.join(rel))?);
             }
         } else {
-            count(check_file(&key, arg, args.quiet)?);
+            count(one_file(arg)?);
         }
     }
-    println!("{ok} files ok, {damaged} damaged, {unreadable} unreadable");
-    Ok(if damaged + unreadable > 0 { Outcome::Failed } else { Outcome::Success })
+    if args.repair {
+        println!(
+            "{ok} files ok, {damaged} damaged, {unreadable} unreadable; \
+             {recovered} recovered, {unrepaired} pending write(s) not recoverable"
+        );
+    } else {
+        println!("{ok} files ok, {damaged} damaged, {unreadable} unreadable");
+    }
+    Ok(if damaged + unreadable + unrepaired > 0 { Outcome::Failed } else { Outcome::Success })
+}
+
+/// Whether `path` names a Gramine recovery file (`*.gramine.recovery`).
+fn is_recovery_file(path: &Path) -> bool {
+    path.as_os_str().as_bytes().ends_with(pfs_core::recovery::RECOVERY_SUFFIX.as_bytes())
+}
+
+/// What `--repair` did to one file.
+enum Repair {
+    /// Nothing was pending (a stale recovery file is deleted after the check if the file
+    /// is ok).
+    NotNeeded,
+    /// The recovery file's records were written back.
+    Recovered,
+    /// A recovery was pending but could not be performed.
+    Impossible,
+}
+
+/// The state of FILE.gramine.recovery, for reports: `Ok(records)` when it parses as whole
+/// records, `Err(why not)` otherwise (absent, unreadable, empty, malformed).
+fn journal_state(path: &Path) -> (PathBuf, std::result::Result<usize, String>) {
+    let journal = FileJournal::for_host_file(path);
+    let state = match journal.read_all() {
+        Ok(None) => Err("there is no recovery file".to_string()),
+        Ok(Some(bytes)) => pfs_core::recovery::parse_records(&bytes)
+            .map(|records| records.len())
+            .map_err(|problem| problem.to_string()),
+        Err(e) => Err(format!("cannot read the recovery file: {e}")),
+    };
+    (journal.path().to_owned(), state)
+}
+
+/// `--repair` for one file: performs a pending recovery through the engine's own
+/// `open_with_journal` (so pfs recovers exactly as it does at a writable open) and prints
+/// what it did. Errors are only those of writing to stdout; the check that follows
+/// reports a file that cannot be opened.
+fn repair_file(key: &Key, path: &Path, quiet: bool) -> Result<Repair> {
+    let mut out = io::stdout().lock();
+    let (journal_path, journal) = journal_state(path);
+    let pending = File::open(path)
+        .ok()
+        .and_then(|file| read_header(&file).ok().flatten())
+        .is_some_and(|header| header.pending_write());
+    // Without the flag, a recovery file is consulted only when the metadata node fails
+    // authentication (a torn final write); the engine decides that at open.
+    if !pending && journal.is_err() {
+        if !quiet {
+            writeln!(out, "{}: no recovery pending", path.display())?;
+        }
+        return Ok(Repair::NotNeeded);
+    }
+    let file = match File::options().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if pending => {
+            writeln!(out, "{}: cannot repair: cannot open it for writing: {e}", path.display())?;
+            return Ok(Repair::Impossible);
+        }
+        Err(_) => return Ok(Repair::NotNeeded), // the check reports why it cannot be read
+    };
+    let options = OpenOptions::new().pending_write(PendingWritePolicy::Refuse);
+    let journal_box: Box<dyn RecoveryJournal> = Box::new(FileJournal::for_host_file(path));
+    let opened =
+        ProtectedFile::open_with_journal(FileStore::new(file), Some(journal_box), key, None, &options);
+    let result = match opened {
+        Ok(pf) => {
+            let recovered = pf.recovered_nodes();
+            // Nothing was written in this session apart from the recovery; closing
+            // flushes nothing.
+            pf.close().map(|()| recovered)
+        }
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(Some(nodes)) => {
+            writeln!(
+                out,
+                "{}: recovered {nodes} node(s) from {}; file now in the state of its last completed flush",
+                path.display(),
+                journal_path.display()
+            )?;
+            Ok(Repair::Recovered)
+        }
+        Ok(None) => {
+            if !quiet {
+                writeln!(
+                    out,
+                    "{}: no recovery pending (the last flush completed; {} is stale)",
+                    path.display(),
+                    journal_path.display()
+                )?;
+            }
+            Ok(Repair::NotNeeded)
+        }
+        Err(PfError::RecoveryNeeded) => {
+            let why = journal.err().unwrap_or_else(|| "its records did not clear the flag".to_string());
+            writeln!(
+                out,
+                "{}: pending-write flag set but no usable recovery file ({}: {why}): cannot repair; \
+                 the file's last written state is checked below and can be read with `pfs decrypt`",
+                path.display(),
+                journal_path.display()
+            )?;
+            Ok(Repair::Impossible)
+        }
+        Err(error) if pending => {
+            writeln!(out, "{}: cannot repair: {error}", path.display())?;
+            Ok(Repair::Impossible)
+        }
+        // Not pending and the recovery file did not help: the check reports the file.
+        Err(_) => Ok(Repair::NotNeeded),
+    }
+}
+
+/// After a `--repair` check found the file ok: deletes a stale recovery file (one left by
+/// a crash after its flush had completed; an applied one is already deleted by the engine
+/// on close). With the flag clear and every node authentic, the file is in a completed
+/// state and the journal only describes an older one; left in place it could later roll
+/// the file back to that state (the engine replays a journal when a torn metadata node
+/// fails authentication).
+fn remove_stale_journal(path: &Path) -> Result<()> {
+    let pending = File::open(path)
+        .ok()
+        .and_then(|file| read_header(&file).ok().flatten())
+        .is_some_and(|header| header.pending_write());
+    let mut journal = FileJournal::for_host_file(path);
+    if !pending && journal.path().exists() {
+        journal.remove().with_context(|| {
+            format!("cannot delete the recovery file {} (no longer needed)", journal.path().display())
+        })?;
+        println!("{}: deleted {} (no longer needed)", path.display(), journal.path().display());
+    }
+    Ok(())
 }
 
 /// Checks one file and prints its report; errors are only those of writing to stdout.
-fn check_file(key: &Key, path: &Path, quiet: bool) -> Result<Verdict> {
+/// Never writes the file. `repaired`: `--repair` ran before, so the notes do not advise it.
+fn check_file(key: &Key, path: &Path, quiet: bool, repaired: bool) -> Result<Verdict> {
     let mut out = io::stdout().lock();
     let file = match File::open(path) {
         Ok(file) => file,
@@ -766,6 +947,14 @@ fn check_file(key: &Key, path: &Path, quiet: bool) -> Result<Verdict> {
             {
                 writeln!(out, "  unreadable plaintext: from offset {offset} to the end of the file")?;
             }
+            if let (false, (journal, Ok(records))) = (repaired, journal_state(path)) {
+                writeln!(
+                    out,
+                    "  note: {} holds {records} node record(s) of an interrupted flush; \
+                     `pfs check --repair` tries to restore the last completed flush from it",
+                    journal.display()
+                )?;
+            }
             return Ok(verdict);
         }
     };
@@ -773,7 +962,20 @@ fn check_file(key: &Key, path: &Path, quiet: bool) -> Result<Verdict> {
     let size = pf.len();
     let mut notes = Vec::new();
     if pending {
-        notes.push("pending-write flag set (last committed state checked)".to_string());
+        notes.push(match (repaired, journal_state(path)) {
+            (false, (journal, Ok(records))) => format!(
+                "pending-write flag set, recovery pending: {} holds {records} node record(s); \
+                 the last written state was checked; `pfs check --repair` restores the last \
+                 completed flush",
+                journal.display()
+            ),
+            (_, (journal, Err(why))) => format!(
+                "pending-write flag set (last committed state checked); no usable recovery file \
+                 ({}: {why}), so it cannot be repaired",
+                journal.display()
+            ),
+            (true, _) => "pending-write flag set (last committed state checked)".to_string(),
+        });
     }
     let expected_nodes = layout::host_node_count(size);
     if host_size / NODE_SIZE_U64 > expected_nodes {

@@ -265,6 +265,50 @@ pub trait KeyReleasePolicy: Send + Sync {
     fn release(&self, ev: &VerifiedEvidence) -> Result<Grant, Refusal>;
 }
 
+/// Reads a 16-byte key file. Refuses anything but a regular file before opening it
+/// (opening a FIFO blocks until a writer appears, and `/dev/zero` or a growing file never
+/// ends) and reads at most `KEY_LEN + 1` bytes, so a policy naming the wrong file fails at
+/// once with a message instead of hanging the key server's start-up.
+fn read_key_file(file: &Path) -> Result<SecretKey, String> {
+    use std::io::Read;
+
+    let not_regular = |kind: std::fs::FileType| {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        format!("is {what}; a key file must be a regular file of exactly {KEY_LEN} raw bytes")
+    };
+    let meta = std::fs::metadata(file).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    // Checked again on the open handle, in case the path changed in between.
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_LEN + 1));
+    f.take(KEY_LEN as u64 + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    let arr: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
+        let size =
+            if bytes.len() > KEY_LEN { meta.len().max(bytes.len() as u64) } else { bytes.len() as u64 };
+        format!("has {size} bytes, a key must be exactly {KEY_LEN} raw bytes")
+    })?;
+    Ok(SecretKey::new(arr))
+}
+
 fn line_of(src: &str, offset: usize) -> usize {
     src.get(..offset).map_or(0, |s| s.matches('\n').count()) + 1
 }
@@ -301,11 +345,7 @@ impl Policy {
                 file: file.clone(),
                 reason,
             };
-            let bytes = Zeroizing::new(std::fs::read(&file).map_err(|e| key_err(e.to_string()))?);
-            let arr: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
-                key_err(format!("has {} bytes, a key must be exactly {KEY_LEN} raw bytes", bytes.len()))
-            })?;
-            keys.insert(name.clone(), SecretKey::new(arr));
+            keys.insert(name.clone(), read_key_file(&file).map_err(key_err)?);
         }
         let mut enclaves = Vec::new();
         let mut names = BTreeSet::new();

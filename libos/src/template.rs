@@ -66,9 +66,24 @@ impl Default for RenderOptions {
     }
 }
 
+/// The most template instructions one rendering may execute (minijinja's fuel).
+///
+/// Jinja has no unbounded loop, but nested `range()` loops (each up to 100,000 items) or
+/// recursive macros multiply, so without a bound a hostile or mistaken template could
+/// keep `pfs manifest` busy for hours. The example templates (`examples/*/`) render
+/// within 100 instructions, and a loop over `ldd()` output costs a few per library, so
+/// real templates stay orders of magnitude below this; a runaway template stops after
+/// well under a second (0.07 s for the unit test's nested loops, debug build).
+pub const RENDER_FUEL: u64 = 1_000_000;
+
 /// Renders template text. `name` is used in error messages.
+///
+/// A template that runs more than [`RENDER_FUEL`] instructions is refused with an error
+/// that says so; memory is not bounded (a template can build huge strings in a few
+/// instructions, as with Jinja itself: templates are the builder's own code).
 pub fn render(name: &str, source: &str, options: &RenderOptions) -> Result<String, TemplateError> {
     let mut env = Environment::new();
+    env.set_fuel(Some(RENDER_FUEL));
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_keep_trailing_newline(true);
@@ -92,8 +107,31 @@ pub fn render(name: &str, source: &str, options: &RenderOptions) -> Result<Strin
         };
         ctx.insert(name.clone(), value);
     }
-    env.render_named_str(name, source, ctx)
-        .map_err(|err| TemplateError { name: name.to_owned(), message: format!("{err:#}") })
+    env.render_named_str(name, source, ctx).map_err(|err| {
+        let message = if err.kind() == ErrorKind::OutOfFuel {
+            format!(
+                "the template ran more than {RENDER_FUEL} instructions (nested loops or recursion?) \
+                 and was stopped; simplify its loops ({})",
+                describe(&err)
+            )
+        } else {
+            describe(&err)
+        };
+        TemplateError { name: name.to_owned(), message }
+    })
+}
+
+/// minijinja's message (kind, detail, `name:line`) and its causes. Not `{:#}`: that adds
+/// minijinja's source excerpt, whose rendering panics on some errors (a span whose end
+/// column precedes its start, e.g. `{%for in range(1)%}`; found by fuzzing).
+fn describe(err: &minijinja::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
 }
 
 fn fail(message: impl Into<String>) -> minijinja::Error {
@@ -423,6 +461,31 @@ mod tests {
         let (a, b) = out.split_once('|').unwrap();
         assert!(a.starts_with("/usr/local/lib/python3"), "{out}");
         assert!(b.starts_with("/x/lib/python3"), "{out}");
+    }
+
+    #[test]
+    fn an_error_with_a_backwards_span_is_reported_not_a_panic() {
+        // Found by the manifest_render fuzz target: minijinja's own debug-info rendering
+        // (`{:#}` on its error) subtracts the span's columns and overflows for this one.
+        let err = render("bad.template", "{%for in range(1)%}{%endfor%}", &opts(&[])).unwrap_err();
+        assert!(err.to_string().contains("bad.template"), "{err}");
+        assert!(err.message.contains("cannot unpack") && err.message.contains("bad.template:1"), "{err}");
+    }
+
+    #[test]
+    fn runaway_loops_run_out_of_fuel() {
+        // 10^10 iterations without the bound; each range() alone is within minijinja's limit.
+        let err = render(
+            "loop.template",
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+            &opts(&[]),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("instructions"), "{err}");
+        assert!(err.to_string().contains("loop.template"), "{err}");
+        // A loop of ordinary size still renders.
+        let out = render("t", "{% for a in range(1000) %}{{ a }},{% endfor %}", &opts(&[])).unwrap();
+        assert!(out.starts_with("0,1,2,") && out.ends_with("999,"), "{out}");
     }
 
     #[test]

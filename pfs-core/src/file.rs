@@ -314,7 +314,8 @@ impl<S: NodeStore> ProtectedFile<S> {
             stats: CacheStats::default(),
             poisoned: None,
             journal,
-            journal_used: false,
+            // An applied (now empty) journal is deleted on close, as Gramine does.
+            journal_used: recovered_nodes.is_some(),
             write_barriers: options.write_barriers,
             recovered_nodes,
         };
@@ -1100,6 +1101,11 @@ fn recover<S: NodeStore>(store: &mut S, journal: &mut dyn RecoveryJournal) -> Re
         restored += 1;
     }
     store.sync().map_err(|e| Error::io(None, e))?;
+    // Applied and durable: empty the journal. Left usable, a later torn write of node 0
+    // would replay it (the torn-metadata fallback) and roll back flushes that completed
+    // after this recovery (finding F4, `tests/crash_after_recovery.rs`).
+    journal.replace(&[]).map_err(|e| Error::io(None, e))?;
+    journal.sync().map_err(|e| Error::io(None, e))?;
     Ok(Some(restored))
 }
 

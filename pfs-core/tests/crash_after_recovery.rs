@@ -1,0 +1,122 @@
+//! Finding F4 (found while writing `pfs check --repair`): a recovery file that was applied
+//! at open must not stay usable afterwards. If it did, a later torn write of the metadata
+//! node would replay it (the engine's torn-metadata fallback) and roll the file back past
+//! flushes that completed after the recovery: the F3 pattern, reached through recovery.
+
+use std::io;
+
+use pfs_core::layout::{NODE_SIZE, PhysicalNode};
+use pfs_core::{Key, MemJournal, MemStore, NodeStore, OpenOptions, ProtectedFile, RecoveryJournal};
+
+const PATH: &[u8] = b"/findings/recovered";
+
+fn key() -> Key {
+    Key::from_bytes([0x4e; 16])
+}
+
+/// A store sharing `MemStore`'s bytes whose writes fail after the first `left` ones.
+struct StopAfter {
+    inner: MemStore,
+    left: usize,
+}
+
+impl NodeStore for StopAfter {
+    fn byte_len(&self) -> io::Result<u64> {
+        self.inner.byte_len()
+    }
+    fn read_nodes(&self, first: PhysicalNode, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_nodes(first, buf)
+    }
+    fn write_nodes(&mut self, first: PhysicalNode, buf: &[u8]) -> io::Result<()> {
+        if self.left == 0 {
+            return Err(io::Error::other("injected crash"));
+        }
+        self.left -= 1;
+        self.inner.write_nodes(first, buf)
+    }
+    fn set_node_count(&mut self, nodes: u64) -> io::Result<()> {
+        self.inner.set_node_count(nodes)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+fn read_all(file: &mut ProtectedFile<MemStore>) -> Vec<u8> {
+    let mut buf = vec![0u8; file.len() as usize];
+    let n = file.read_at(0, &mut buf).unwrap();
+    assert_eq!(n, buf.len());
+    buf
+}
+
+#[test]
+fn a_recovery_applied_at_open_cannot_roll_back_later_completed_flushes() {
+    let disk = MemStore::new();
+    let journal = MemJournal::new();
+    let options = OpenOptions::new();
+    // S0: 100 000 bytes of 0x11, flushed and closed.
+    let mut file = ProtectedFile::create_with_journal(
+        disk.clone(),
+        Some(Box::new(journal.clone())),
+        &key(),
+        PATH,
+        &options,
+    )
+    .unwrap();
+    file.write_at(0, &vec![0x11; 100_000]).unwrap();
+    file.close().unwrap();
+
+    // A flush of 0x33 everywhere dies after the flag and the data nodes are written.
+    let store = StopAfter { inner: disk.clone(), left: 2 };
+    let mut file = ProtectedFile::open_with_journal(
+        store,
+        Some(Box::new(journal.clone())),
+        &key(),
+        Some(PATH),
+        &options,
+    )
+    .unwrap();
+    file.write_at(0, &vec![0x33; 100_000]).unwrap();
+    assert!(file.flush().is_err());
+    drop(file);
+
+    // The next open recovers S0 ...
+    let mut file = ProtectedFile::open_with_journal(
+        disk.clone(),
+        Some(Box::new(journal.clone())),
+        &key(),
+        Some(PATH),
+        &options,
+    )
+    .unwrap();
+    assert!(file.recovered_nodes().is_some_and(|n| n > 0));
+    assert_eq!(read_all(&mut file), vec![0x11; 100_000]);
+    // ... and the applied records are no longer a usable recovery file.
+    let usable =
+        journal.read_all().unwrap().is_some_and(|bytes| pfs_core::recovery::parse_records(&bytes).is_ok());
+    assert!(!usable, "the recovery file applied at open is still usable");
+    // S1: a metadata-only flush (first byte 0x22) completes.
+    file.write_at(0, &[0x22]).unwrap();
+    file.flush().unwrap();
+    // S2: another one, whose write of node 0 is torn by a crash.
+    file.write_at(1, &[0x44]).unwrap();
+    file.flush().unwrap();
+    std::mem::forget(file);
+    disk.with_bytes(|bytes| bytes[NODE_SIZE / 2..NODE_SIZE].fill(0));
+
+    match ProtectedFile::open_with_journal(
+        disk.clone(),
+        Some(Box::new(journal.clone())),
+        &key(),
+        Some(PATH),
+        &options,
+    ) {
+        // Acceptable: the torn metadata node is reported.
+        Err(e) => assert!(e.is_integrity(), "{e:?}"),
+        // Not acceptable: S0, older than S1, whose flush returned Ok.
+        Ok(mut file) => {
+            let content = read_all(&mut file);
+            assert_eq!(content[0], 0x22, "S1 (a completed flush) was rolled back to S0");
+        }
+    }
+}
