@@ -192,7 +192,15 @@ impl NodeStore for FileStore {
     }
 
     fn set_node_count(&mut self, nodes: u64) -> io::Result<()> {
-        self.file.set_len(node_offset(PhysicalNode(nodes))?)
+        let len = node_offset(PhysicalNode(nodes))?;
+        // Skip a truncation that changes nothing (`create` on a new, empty file): on ext4,
+        // truncating to size 0 marks the file for writeback at close ("auto_da_alloc"), which
+        // made the `close` of every newly encrypted file start writing it back on the
+        // caller's thread (≈ 9 % of `pfs encrypt`'s main-thread time, `perf record`).
+        if self.file.metadata()?.len() == len {
+            return Ok(());
+        }
+        self.file.set_len(len)
     }
 
     fn sync(&mut self) -> io::Result<()> {
