@@ -1,5 +1,6 @@
-//! Crash-consistency findings from reviewing the journal for the fuzz targets; each test
-//! states the behaviour the engine should have and is ignored until the fix lands.
+//! Crash-consistency findings from reviewing the journal for the fuzz targets
+//! (docs/RELIABILITY.md, "Findings"); each test states the behaviour the engine has since
+//! the fix.
 
 use pfs_core::layout::NODE_SIZE;
 use pfs_core::{Key, MemJournal, MemStore, OpenOptions, ProtectedFile};
