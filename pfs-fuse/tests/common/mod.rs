@@ -95,8 +95,11 @@ impl TestMount {
     }
 
     pub fn unmount(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.unmount().expect("unmount");
+        if let Some(h) = self.handle.take()
+            && let Err(e) = h.unmount()
+        {
+            assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "unmount: {e}");
+            unmount_when_not_busy(&self.plain);
         }
         assert!(!mounted_at(&self.plain), "still mounted after unmount");
     }
@@ -281,7 +284,10 @@ impl ChildMount {
     /// Unmounts from outside as `pfs umount` does; the daemon flushes and exits 0.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            pfs_fuse::unmount(&self.plain, std::time::Duration::from_secs(60)).unwrap();
+            if let Err(e) = pfs_fuse::unmount(&self.plain, std::time::Duration::from_secs(60)) {
+                assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "unmount: {e}");
+                unmount_when_not_busy(&self.plain);
+            }
             let st = c.wait().unwrap();
             assert!(st.success(), "daemon exit status {st}");
         }
@@ -311,6 +317,26 @@ impl Drop for ChildMount {
         }
         if mounted_at(&self.plain) {
             let _ = std::process::Command::new("umount").arg("-l").arg(&self.plain).status();
+        }
+    }
+}
+
+/// Retries the unmount of `plain` while it is busy, for up to 10 s. A busy mount is
+/// transient in these tests: tests of one binary run in parallel, and a test that starts
+/// a process (the daemon of a `ChildMount`, `umount`, a checker) gives the child a copy of
+/// every open descriptor of this process, including one on another test's mount, until its
+/// `exec` closes them. Seen in CI: EBUSY right after `fs::write` had closed its file.
+pub fn unmount_when_not_busy(plain: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match pfs_fuse::unmount(plain, std::time::Duration::from_secs(60)) {
+            Ok(()) => return,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ResourceBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("unmount of {}: {e}", plain.display()),
         }
     }
 }
