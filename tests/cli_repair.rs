@@ -7,57 +7,19 @@
 #[allow(dead_code)]
 mod util;
 
+#[path = "../pfs-core/tests/support/stop_after.rs"]
+mod stop_after;
+
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 
-use pfs_core::layout::{NODE_SIZE, PhysicalNode};
-use pfs_core::{FileJournal, FileStore, Key, NodeStore, OpenOptions, ProtectedFile};
+use pfs_core::{FileJournal, FileStore, Key, OpenOptions, ProtectedFile};
+use stop_after::StopAfter;
 use util::{pfs, plaintext, workdir};
 
 /// The key of `util::workdir`'s `k.key`.
 fn key() -> Key {
     Key::from_slice(&[0x42; 16]).expect("16-byte key")
-}
-
-/// A file store whose writes fail (without writing anything) after the first `left` write
-/// calls: everything written before the "crash" is on disk, nothing after it.
-struct StopAfter {
-    inner: FileStore,
-    left: usize,
-}
-
-impl StopAfter {
-    fn take_one(&mut self) -> io::Result<()> {
-        if self.left == 0 {
-            return Err(io::Error::other("injected crash: no more writes"));
-        }
-        self.left -= 1;
-        Ok(())
-    }
-}
-
-impl NodeStore for StopAfter {
-    fn byte_len(&self) -> io::Result<u64> {
-        self.inner.byte_len()
-    }
-    fn read_nodes(&self, first: PhysicalNode, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_nodes(first, buf)
-    }
-    fn write_nodes(&mut self, first: PhysicalNode, buf: &[u8]) -> io::Result<()> {
-        self.take_one()?;
-        self.inner.write_nodes(first, buf)
-    }
-    fn write_nodes_from(&mut self, first: PhysicalNode, nodes: &[&[u8; NODE_SIZE]]) -> io::Result<()> {
-        self.take_one()?;
-        self.inner.write_nodes_from(first, nodes)
-    }
-    fn set_node_count(&mut self, nodes: u64) -> io::Result<()> {
-        self.inner.set_node_count(nodes)
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        self.inner.sync()
-    }
 }
 
 fn open_rw(path: &Path) -> File {

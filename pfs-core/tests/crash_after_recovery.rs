@@ -3,43 +3,17 @@
 //! node would replay it (the engine's torn-metadata fallback) and roll the file back past
 //! flushes that completed after the recovery: the F3 pattern, reached through recovery.
 
-use std::io;
+#[path = "support/stop_after.rs"]
+mod stop_after;
 
-use pfs_core::layout::{NODE_SIZE, PhysicalNode};
-use pfs_core::{Key, MemJournal, MemStore, NodeStore, OpenOptions, ProtectedFile, RecoveryJournal};
+use pfs_core::layout::NODE_SIZE;
+use pfs_core::{Key, MemJournal, MemStore, OpenOptions, ProtectedFile, RecoveryJournal};
+use stop_after::StopAfter;
 
 const PATH: &[u8] = b"/findings/recovered";
 
 fn key() -> Key {
     Key::from_bytes([0x4e; 16])
-}
-
-/// A store sharing `MemStore`'s bytes whose writes fail after the first `left` ones.
-struct StopAfter {
-    inner: MemStore,
-    left: usize,
-}
-
-impl NodeStore for StopAfter {
-    fn byte_len(&self) -> io::Result<u64> {
-        self.inner.byte_len()
-    }
-    fn read_nodes(&self, first: PhysicalNode, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_nodes(first, buf)
-    }
-    fn write_nodes(&mut self, first: PhysicalNode, buf: &[u8]) -> io::Result<()> {
-        if self.left == 0 {
-            return Err(io::Error::other("injected crash"));
-        }
-        self.left -= 1;
-        self.inner.write_nodes(first, buf)
-    }
-    fn set_node_count(&mut self, nodes: u64) -> io::Result<()> {
-        self.inner.set_node_count(nodes)
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        self.inner.sync()
-    }
 }
 
 fn read_all(file: &mut ProtectedFile<MemStore>) -> Vec<u8> {

@@ -8,12 +8,14 @@
 //! restores the old file, and a recovery file laid out as Gramine writes it (its record
 //! order, zero images for never-written nodes) is recovered by pfs.
 
+#[path = "support/stop_after.rs"]
+mod stop_after;
+
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 
-use pfs_core::layout::{NODE_SIZE, PhysicalNode};
-use pfs_core::{FileJournal, FileStore, Key, NodeStore, OpenOptions, ProtectedFile};
+use pfs_core::{FileJournal, FileStore, Key, OpenOptions, ProtectedFile};
+use stop_after::StopAfter;
 
 const NODE: usize = 4096;
 /// Spec §13: u64 LE physical node number, then a 4096-byte node image.
@@ -43,45 +45,6 @@ fn data_node_of(offset: u64) -> u64 {
 /// Plaintext with a position-dependent pattern (`seed` tells versions apart).
 fn content(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed).collect()
-}
-
-/// A file store whose writes fail, writing nothing, after the first `left` write calls.
-struct StopAfter {
-    inner: FileStore,
-    left: usize,
-}
-
-impl StopAfter {
-    fn take_one(&mut self) -> io::Result<()> {
-        if self.left == 0 {
-            return Err(io::Error::other("injected crash: no more writes"));
-        }
-        self.left -= 1;
-        Ok(())
-    }
-}
-
-impl NodeStore for StopAfter {
-    fn byte_len(&self) -> io::Result<u64> {
-        self.inner.byte_len()
-    }
-    fn read_nodes(&self, first: PhysicalNode, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_nodes(first, buf)
-    }
-    fn write_nodes(&mut self, first: PhysicalNode, buf: &[u8]) -> io::Result<()> {
-        self.take_one()?;
-        self.inner.write_nodes(first, buf)
-    }
-    fn write_nodes_from(&mut self, first: PhysicalNode, nodes: &[&[u8; NODE_SIZE]]) -> io::Result<()> {
-        self.take_one()?;
-        self.inner.write_nodes_from(first, nodes)
-    }
-    fn set_node_count(&mut self, nodes: u64) -> io::Result<()> {
-        self.inner.set_node_count(nodes)
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        self.inner.sync()
-    }
 }
 
 fn open_rw(path: &Path) -> File {

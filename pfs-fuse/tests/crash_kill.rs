@@ -29,6 +29,9 @@
 
 mod common;
 
+#[path = "../../pfs-core/tests/support/stop_after.rs"]
+mod stop_after;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -39,6 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{ChildMount, Rng, TestMount};
+use stop_after::StopAfter;
 
 #[test]
 fn daemon_entry() {
@@ -510,40 +514,13 @@ fn spans_follow_node_boundaries() {
 
 /// A host file whose `n`-th node write (counting from 1) fails: a flush stopped there
 /// leaves the state a crash at that point would.
-struct StopAtWrite {
-    inner: pfs_core::FileStore,
-    writes_left: usize,
-}
-
-impl pfs_core::NodeStore for StopAtWrite {
-    fn byte_len(&self) -> std::io::Result<u64> {
-        self.inner.byte_len()
-    }
-    fn read_nodes(&self, first: pfs_core::layout::PhysicalNode, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read_nodes(first, buf)
-    }
-    fn write_nodes(&mut self, first: pfs_core::layout::PhysicalNode, buf: &[u8]) -> std::io::Result<()> {
-        if self.writes_left == 0 {
-            return Err(std::io::Error::other("stopped here (simulated crash)"));
-        }
-        self.writes_left -= 1;
-        self.inner.write_nodes(first, buf)
-    }
-    fn set_node_count(&mut self, nodes: u64) -> std::io::Result<()> {
-        self.inner.set_node_count(nodes)
-    }
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.inner.sync()
-    }
-}
-
 /// Leaves `rel` in the state of a crash in the middle of a journaled flush that
 /// overwrites `[offset, offset+len)`: the pending flag set, some tree nodes written.
 fn interrupt_a_flush(t: &TestMount, rel: &str, offset: u64, len: usize) {
     let host = t.e(rel);
     let file = fs::OpenOptions::new().read(true).write(true).open(&host).unwrap();
     // Write 1 is node 0 with the pending flag; write 2 the first run of tree nodes.
-    let store = StopAtWrite { inner: pfs_core::FileStore::new(file), writes_left: 2 };
+    let store = StopAfter { inner: pfs_core::FileStore::new(file), left: 2 };
     let journal = Box::new(pfs_core::FileJournal::for_host_file(&host));
     let mut pf = pfs_core::ProtectedFile::open_with_journal(
         store,
