@@ -3,21 +3,10 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// `$ATTEST_VECTORS_DIR`, else `$PFS_SHARED_DIR/vectors/dcap` (set by `.ci/run`), else
-/// `shared/vectors/dcap` beside the clone; fails loudly when missing.
+/// The repository's DCAP vectors (`tests/vectors/dcap`); fails loudly when missing.
 fn vectors() -> PathBuf {
-    let dir = if let Some(d) = std::env::var_os("ATTEST_VECTORS_DIR") {
-        PathBuf::from(d)
-    } else if let Some(s) = std::env::var_os("PFS_SHARED_DIR") {
-        PathBuf::from(s).join("vectors/dcap")
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/dcap")
-    };
-    assert!(
-        dir.join("README.md").is_file(),
-        "DCAP vectors missing at {} (set PFS_SHARED_DIR or ATTEST_VECTORS_DIR)",
-        dir.display()
-    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/dcap");
+    assert!(dir.join("README.md").is_file(), "DCAP vectors missing at {}", dir.display());
     dir
 }
 

@@ -5,7 +5,7 @@
 #
 # Builds the release `pfs`, then for each round and each target (plain directory, gocryptfs,
 # pfs) mounts a fresh backing directory under $COMPARE_ROOT (default /tmp/pfs-compare, the
-# same ext4 disk for all) and runs the measuring tool shared/bench/fsbench.sh (seq write 1 GiB
+# same ext4 disk for all) and runs the measuring tool benches/fuse/fsbench.sh (seq write 1 GiB
 # + fsync, cold and warm seq read, 4 KiB random read/write QD1 with fio psync O_DIRECT,
 # 5,000 small files create / ls -lR / read / rm). Afterwards it writes a 4 GiB file through
 # pfs and samples the daemon's resident memory. Prints a markdown table with pfs/gocryptfs
@@ -15,13 +15,8 @@ export LC_ALL=C
 ROUNDS=${1:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-FSBENCH=${FSBENCH:-}
-if [[ -z $FSBENCH ]]; then
-  for c in "${PFS_SHARED_DIR:-/nonexistent}/bench/fsbench.sh" "$REPO/../shared/bench/fsbench.sh" "$REPO/../../shared/bench/fsbench.sh"; do
-    [[ -f $c ]] && { FSBENCH=$c; break; }
-  done
-fi
-[[ -n $FSBENCH ]] || { echo "compare: fsbench.sh not found (set FSBENCH or PFS_SHARED_DIR)" >&2; exit 2; }
+FSBENCH=${FSBENCH:-$HERE/fsbench.sh}
+[[ -f $FSBENCH ]] || { echo "compare: $FSBENCH not found (set FSBENCH)" >&2; exit 2; }
 for t in fio gocryptfs fusermount3; do
   command -v $t >/dev/null || { echo "compare: $t missing (apt-get install fio gocryptfs fuse3)" >&2; exit 2; }
 done

@@ -273,15 +273,11 @@ fn a_recovery_file_laid_out_as_gramine_writes_it_is_recovered_by_pfs() {
 
 #[test]
 fn gramine_pending_flag_vector_without_recovery_file_needs_recovery() {
-    // shared/vectors/gramine-pf/bad_flag_pending_write.pf: a Gramine-made 10000-byte file
+    // tests/vectors/gramine-pf/bad_flag_pending_write.pf: a Gramine-made 10000-byte file
     // with the flag set and no recovery file (the vectors hold no Gramine recovery file).
-    // As in tests/vectors.rs: $PFS_SHARED_DIR, or shared/ beside the checkout.
-    let vectors = match std::env::var_os("PFS_SHARED_DIR") {
-        Some(shared) => PathBuf::from(shared).join("vectors/gramine-pf"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/gramine-pf"),
-    };
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/gramine-pf");
     let bytes =
-        fs::read(vectors.join("bad_flag_pending_write.pf")).expect("the Gramine vectors beside the checkout");
+        fs::read(vectors.join("bad_flag_pending_write.pf")).expect("the repository's Gramine vectors");
     let key_bytes = fs::read(vectors.join("public.key")).expect("vector key");
     let key = Key::from_slice(&key_bytes).expect("16-byte key");
     assert_eq!(bytes[FLAGS_OFFSET] & 1, 1);

@@ -1,4 +1,4 @@
-//! Gramine's own files (`shared/vectors/gramine-pf/`) behave as `manifest.tsv` says.
+//! Gramine's own files (`tests/vectors/gramine-pf/`) behave as `manifest.tsv` says.
 
 use std::path::PathBuf;
 
@@ -6,13 +6,10 @@ use pfs_core::{Error, FileStore, Key, NodeKind, OpenOptions, PendingWritePolicy,
 use sha2::{Digest, Sha256};
 
 fn vectors_dir() -> PathBuf {
-    let dir = match std::env::var_os("PFS_SHARED_DIR") {
-        Some(shared) => PathBuf::from(shared).join("vectors/gramine-pf"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/gramine-pf"),
-    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/gramine-pf");
     assert!(
         dir.join("manifest.tsv").is_file(),
-        "Gramine PF vectors not found at {} (set PFS_SHARED_DIR to the shared/ directory)",
+        "Gramine PF vectors not found at {} (they are part of the repository: is the checkout complete?)",
         dir.display()
     );
     dir

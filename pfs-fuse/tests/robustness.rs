@@ -12,17 +12,9 @@ use common::{TestMount, errno, log_lines_with};
 use sha2::{Digest, Sha256};
 
 fn vectors_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("PFS_SHARED_DIR") {
-        return PathBuf::from(d).join("vectors/gramine-pf");
-    }
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for cand in ["../../shared", "../shared", "../../../shared"] {
-        let p = here.join(cand).join("vectors/gramine-pf");
-        if p.is_dir() {
-            return p;
-        }
-    }
-    panic!("Gramine vectors not found: set PFS_SHARED_DIR");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/gramine-pf");
+    assert!(dir.join("manifest.tsv").is_file(), "Gramine vectors not found at {}", dir.display());
+    dir
 }
 
 fn read_all(p: &std::path::Path) -> std::io::Result<Vec<u8>> {

@@ -102,14 +102,10 @@ pub fn flip_byte(path: &Path, offset: usize) {
 
 /// The directory of Gramine's interop vectors; panics (never skips) when missing.
 pub fn vectors_dir() -> PathBuf {
-    let shared = match std::env::var_os("PFS_SHARED_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
-    };
-    let dir = shared.join("vectors/gramine-pf");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/gramine-pf");
     assert!(
         dir.join("manifest.tsv").is_file(),
-        "Gramine PF vectors not found at {} (set PFS_SHARED_DIR to the shared/ directory)",
+        "Gramine PF vectors not found at {} (they are part of the repository)",
         dir.display()
     );
     dir

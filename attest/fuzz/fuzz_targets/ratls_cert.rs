@@ -13,7 +13,7 @@ use attest::sim::SimVerifier;
 use attest::{Collateral, DcapVerifier};
 use libfuzzer_sys::fuzz_target;
 
-/// `verification_time_unix` of `shared/vectors/dcap/gramine-ratls/expected.json`.
+/// `verification_time_unix` of `tests/vectors/dcap/gramine-ratls/expected.json`.
 const GRAMINE_TIME: u64 = 1_755_300_000;
 
 static VERIFIER: LazyLock<RaTlsVerifier> = LazyLock::new(|| {

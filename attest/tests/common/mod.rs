@@ -3,21 +3,13 @@
 
 use std::path::PathBuf;
 
-/// The DCAP vectors directory: `$ATTEST_VECTORS_DIR`, else
-/// `$PFS_SHARED_DIR/vectors/dcap` (set by `.ci/run`), else `shared/vectors/dcap`
-/// beside the repository clone. Panics with a clear message when it is missing
-/// (the tests must not silently skip).
+/// The repository's DCAP vectors (`tests/vectors/dcap`). Panics with a clear message when
+/// they are missing (the tests must not silently skip).
 pub fn vectors() -> PathBuf {
-    let dir = if let Some(d) = std::env::var_os("ATTEST_VECTORS_DIR") {
-        PathBuf::from(d)
-    } else if let Some(s) = std::env::var_os("PFS_SHARED_DIR") {
-        PathBuf::from(s).join("vectors/dcap")
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/dcap")
-    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/dcap");
     assert!(
         dir.join("README.md").is_file(),
-        "DCAP test vectors not found at {} (expected ../shared/vectors/dcap beside the repository; set PFS_SHARED_DIR or ATTEST_VECTORS_DIR)",
+        "DCAP test vectors not found at {} (they are part of the repository)",
         dir.display()
     );
     dir

@@ -1,12 +1,12 @@
 //! Arbitrary bytes as a host file: `ProtectedFile::open` (read-only, pending-write flag
 //! ignored) with the key of Gramine's public interop vectors, a full read and `check()`.
-//! Seeds: the small files of `shared/vectors/gramine-pf` (valid, tampered, truncated).
+//! Seeds: the small files of `tests/vectors/gramine-pf` (valid, tampered, truncated).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pfs_core::{Key, MemStore, OpenOptions, PendingWritePolicy, ProtectedFile};
 
-/// `shared/vectors/gramine-pf/public.key`, so the Gramine vectors authenticate.
+/// `tests/vectors/gramine-pf/public.key`, so the Gramine vectors authenticate.
 const KEY: [u8; 16] =
     [0x6c, 0xe2, 0x2a, 0x07, 0x1d, 0x53, 0xb9, 0xdd, 0x19, 0x32, 0x40, 0x53, 0xce, 0xa8, 0x1f, 0x4b];
 /// Most plaintext bytes read per input; `check()` is skipped for larger claimed sizes
