@@ -12,9 +12,10 @@ use clap::Args;
 use pfs_core::layout::{self, NODE_SIZE, NODE_SIZE_U64};
 use pfs_core::metadata::PlainHeader;
 use pfs_core::path::{join_normalized, normalize};
+use pfs_core::recovery::{Assessment, assess};
 use pfs_core::{
-    Error as PfError, FileJournal, FileStore, FormatVersion, Key, OpenOptions, PendingWritePolicy,
-    ProtectedFile, RecoveryJournal,
+    CryptoProvider, Error as PfError, FileStore, FormatVersion, Journal, Key, OpenOptions,
+    PendingWritePolicy, ProtectedFile,
 };
 use serde::Serialize;
 
@@ -668,19 +669,24 @@ modified metadata node; the two cannot be told apart). The last line sums up:
 
 Interrupted writes: a flush that Gramine 1.9 (with enable_recovery) or pfs interrupted
 leaves the pending-write flag set and the old image of every node it overwrites in
-FILE.gramine.recovery. Without --repair the flag is reported, the file's last written state
+FILE.gramine.recovery (for a file name over 238 bytes, a shortened name with the same
+ending: docs/ENGINE.md). Without --repair the flag is reported, the file's last written state
 is checked, and when a usable recovery file exists the report says that --repair restores
 the last completed flush. Recovery files met in a directory walk are not checked on their
 own.
 
-With --repair, a pending recovery is performed before the check: the recovery file's
-records are written back into the file and synced (the file must be writable), the file is
-then in the state of its last completed flush, and the applied recovery file is deleted.
-The same happens when the metadata node was torn by a crash during the last write of a
-flush and the recovery file's copy of it authenticates. A pending-write flag without a
-usable recovery file cannot be repaired; the file's last written state is checked (pfs
-decrypt reads it). A stale recovery file (left by a crash after its flush completed) is
-deleted once the file checks ok.
+With --repair, a pending recovery is performed before the check when the recovery file
+passes pfs's recovery rule: it must be the one the interrupted flush wrote, that is, node 0
+still holds part of the recovery file's copy of it (a genuine crash or torn write leaves
+that), and that copy authenticates under the key. Then the records are written back and
+synced (the file must be writable), the file is in the state of its last completed flush,
+and the applied recovery file is deleted. The same holds when node 0 was torn by the last
+write of a flush (its flag already clear). Any other recovery file is refused with the
+reason and nothing is written: one left over from an earlier flush that completed (Gramine
+keeps its recovery file until the file is closed) would roll the file back past that flush.
+A pending-write flag without a usable recovery file cannot be repaired; the file's last
+written state is checked (pfs decrypt reads it). A stale recovery file (left after its flush
+completed) is deleted once the file checks ok.
 
 Exit status: 0 if every file is ok (and, with --repair, every pending recovery was
 performed); 1 if any file is damaged or unreadable, or with --repair if a pending write
@@ -770,7 +776,7 @@ pub fn check(args: &CheckArgs) -> Result<Outcome> {
 
 /// Whether `path` names a Gramine recovery file (`*.gramine.recovery`).
 fn is_recovery_file(path: &Path) -> bool {
-    path.as_os_str().as_bytes().ends_with(pfs_core::recovery::RECOVERY_SUFFIX.as_bytes())
+    path.file_name().is_some_and(|name| pfs_core::recovery::is_recovery_file_name(name.as_bytes()))
 }
 
 /// What `--repair` did to one file.
@@ -784,118 +790,117 @@ enum Repair {
     Impossible,
 }
 
-/// The state of FILE.gramine.recovery, for reports: `Ok(records)` when it parses as whole
-/// records, `Err(why not)` otherwise (absent, unreadable, empty, malformed).
-fn journal_state(path: &Path) -> (PathBuf, std::result::Result<usize, String>) {
-    let journal = FileJournal::for_host_file(path);
-    let state = match journal.read_all() {
-        Ok(None) => Err("there is no recovery file".to_string()),
-        Ok(Some(bytes)) => pfs_core::recovery::parse_records(&bytes)
-            .map(|records| records.len())
-            .map_err(|problem| problem.to_string()),
-        Err(e) => Err(format!("cannot read the recovery file: {e}")),
-    };
-    (journal.path().to_owned(), state)
+/// The recovery rule's verdict on FILE and its recovery file, for reports: the journal
+/// and `None` when FILE cannot be read as a protected file (the check reports why).
+/// Never writes.
+fn assess_file(key: &Key, path: &Path) -> (Journal, Option<Assessment>) {
+    let journal = Journal::beside(path);
+    let assessment = File::open(path).ok().and_then(|file| {
+        assess(&FileStore::new(file), &journal, key, None, &CryptoProvider::default_provider()).ok()
+    });
+    (journal, assessment)
 }
 
-/// `--repair` for one file: performs a pending recovery through the engine's own
-/// `open_with_journal` (so pfs recovers exactly as it does at a writable open) and prints
-/// what it did. Errors are only those of writing to stdout; the check that follows
-/// reports a file that cannot be opened.
+/// `--repair` for one file: decides with the engine's recovery rule (`recovery::assess`,
+/// the rule every writable open applies), performs an applicable recovery through
+/// `open_with_journal`, and prints what it did or why it refused. Errors are only those
+/// of writing to stdout; the check that follows reports a file that cannot be opened.
 fn repair_file(key: &Key, path: &Path, quiet: bool) -> Result<Repair> {
     let mut out = io::stdout().lock();
-    let (journal_path, journal) = journal_state(path);
-    let pending = File::open(path)
-        .ok()
-        .and_then(|file| read_header(&file).ok().flatten())
-        .is_some_and(|header| header.pending_write());
-    // Without the flag, a recovery file is consulted only when the metadata node fails
-    // authentication (a torn final write); the engine decides that at open.
-    if !pending && journal.is_err() {
-        if !quiet {
-            writeln!(out, "{}: no recovery pending", path.display())?;
-        }
-        return Ok(Repair::NotNeeded);
-    }
-    let file = match File::options().read(true).write(true).open(path) {
-        Ok(file) => file,
-        Err(e) if pending => {
-            writeln!(out, "{}: cannot repair: cannot open it for writing: {e}", path.display())?;
-            return Ok(Repair::Impossible);
-        }
-        Err(_) => return Ok(Repair::NotNeeded), // the check reports why it cannot be read
-    };
-    let options = OpenOptions::new().pending_write(PendingWritePolicy::Refuse);
-    let journal_box: Box<dyn RecoveryJournal> = Box::new(FileJournal::for_host_file(path));
-    let opened =
-        ProtectedFile::open_with_journal(FileStore::new(file), Some(journal_box), key, None, &options);
-    let result = match opened {
-        Ok(pf) => {
-            let recovered = pf.recovered_nodes();
-            // Nothing was written in this session apart from the recovery; closing
-            // flushes nothing.
-            pf.close().map(|()| recovered)
-        }
-        Err(error) => Err(error),
-    };
-    match result {
-        Ok(Some(nodes)) => {
-            writeln!(
-                out,
-                "{}: recovered {nodes} node(s) from {}; file now in the state of its last completed flush",
-                path.display(),
-                journal_path.display()
-            )?;
-            Ok(Repair::Recovered)
-        }
-        Ok(None) => {
+    let (journal, assessment) = assess_file(key, path);
+    let name = journal.describe();
+    match assessment {
+        // Not a readable protected file: the check reports it.
+        None => Ok(Repair::NotNeeded),
+        Some(Assessment::Intact) => {
             if !quiet {
-                writeln!(
-                    out,
-                    "{}: no recovery pending (the last flush completed; {} is stale)",
-                    path.display(),
-                    journal_path.display()
-                )?;
+                match journal.exists() {
+                    Ok(true) => writeln!(
+                        out,
+                        "{}: no recovery pending (the last flush completed; {name} is stale)",
+                        path.display()
+                    )?,
+                    _ => writeln!(out, "{}: no recovery pending", path.display())?,
+                }
             }
             Ok(Repair::NotNeeded)
         }
-        Err(PfError::RecoveryNeeded) => {
-            let why = journal.err().unwrap_or_else(|| "its records did not clear the flag".to_string());
+        Some(Assessment::Refused { pending: true, problem }) => {
             writeln!(
                 out,
-                "{}: pending-write flag set but no usable recovery file ({}: {why}): cannot repair; \
-                 the file's last written state is checked below and can be read with `pfs decrypt`",
-                path.display(),
-                journal_path.display()
+                "{}: pending-write flag set but no usable recovery file ({name}: {problem}): cannot \
+                 repair; the file's last written state is checked below and can be read with `pfs decrypt`",
+                path.display()
             )?;
             Ok(Repair::Impossible)
         }
-        Err(error) if pending => {
+        Some(Assessment::Refused { pending: false, problem }) if problem.proves_key() => {
+            writeln!(
+                out,
+                "{}: cannot repair: the metadata node (node 0) fails authentication, as a torn \
+                 write leaves it, and {name} cannot restore it: {problem}",
+                path.display()
+            )?;
+            Ok(Repair::Impossible)
+        }
+        // Node 0 fails authentication and no recovery file explains it (wrong key, or no
+        // recovery file): nothing to repair; the check reports the file.
+        Some(Assessment::Refused { pending: false, .. }) => Ok(Repair::NotNeeded),
+        Some(_) => repair_applicable(key, path, journal, &mut out),
+    }
+}
+
+/// Performs a recovery the rule allows, through a writable `open_with_journal`.
+fn repair_applicable(key: &Key, path: &Path, journal: Journal, out: &mut impl Write) -> Result<Repair> {
+    let name = journal.describe();
+    let file = match File::options().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) => {
+            writeln!(out, "{}: cannot repair: cannot open it for writing: {e}", path.display())?;
+            return Ok(Repair::Impossible);
+        }
+    };
+    let options = OpenOptions::new().pending_write(PendingWritePolicy::Refuse);
+    let opened = ProtectedFile::open_with_journal(FileStore::new(file), Some(journal), key, None, &options);
+    // Nothing was written in this session apart from the recovery; closing flushes nothing.
+    match opened.and_then(|pf| {
+        let recovered = pf.recovered_nodes();
+        pf.close().map(|()| recovered)
+    }) {
+        Ok(Some(nodes)) => {
+            // The rule proved that the interrupted flush wrote this recovery file, so its
+            // records restore exactly the state that flush started from.
+            writeln!(
+                out,
+                "{}: recovered {nodes} node(s) from {name}, the recovery file of the interrupted \
+                 flush; file now in the state of its last completed flush",
+                path.display()
+            )?;
+            Ok(Repair::Recovered)
+        }
+        Ok(None) => Ok(Repair::NotNeeded), // changed since it was assessed
+        Err(error) => {
             writeln!(out, "{}: cannot repair: {error}", path.display())?;
             Ok(Repair::Impossible)
         }
-        // Not pending and the recovery file did not help: the check reports the file.
-        Err(_) => Ok(Repair::NotNeeded),
     }
 }
 
 /// After a `--repair` check found the file ok: deletes a stale recovery file (one left by
-/// a crash after its flush had completed; an applied one is already deleted by the engine
-/// on close). With the flag clear and every node authentic, the file is in a completed
-/// state and the journal only describes an older one; left in place it could later roll
-/// the file back to that state (the engine replays a journal when a torn metadata node
-/// fails authentication).
+/// Gramine or a crash after its flush had completed; an applied one is already deleted
+/// by the engine on close). The rule would never apply it, but left in place it would be
+/// listed as pending work by every later check.
 fn remove_stale_journal(path: &Path) -> Result<()> {
     let pending = File::open(path)
         .ok()
         .and_then(|file| read_header(&file).ok().flatten())
         .is_some_and(|header| header.pending_write());
-    let mut journal = FileJournal::for_host_file(path);
-    if !pending && journal.path().exists() {
+    let mut journal = Journal::beside(path);
+    if !pending && journal.exists().unwrap_or(false) {
         journal.remove().with_context(|| {
-            format!("cannot delete the recovery file {} (no longer needed)", journal.path().display())
+            format!("cannot delete the recovery file {} (no longer needed)", journal.describe())
         })?;
-        println!("{}: deleted {} (no longer needed)", path.display(), journal.path().display());
+        println!("{}: deleted {} (no longer needed)", path.display(), journal.describe());
     }
     Ok(())
 }
@@ -947,13 +952,23 @@ fn check_file(key: &Key, path: &Path, quiet: bool, repaired: bool) -> Result<Ver
             {
                 writeln!(out, "  unreadable plaintext: from offset {offset} to the end of the file")?;
             }
-            if let (false, (journal, Ok(records))) = (repaired, journal_state(path)) {
-                writeln!(
-                    out,
-                    "  note: {} holds {records} node record(s) of an interrupted flush; \
-                     `pfs check --repair` tries to restore the last completed flush from it",
-                    journal.display()
-                )?;
+            if !repaired {
+                match assess_file(key, path) {
+                    (journal, Some(Assessment::Applicable { records, .. })) => writeln!(
+                        out,
+                        "  note: {} holds the {records} node record(s) of the interrupted flush; \
+                         `pfs check --repair` restores the last completed flush from it",
+                        journal.describe()
+                    )?,
+                    (journal, Some(Assessment::Refused { problem, .. })) if problem.proves_key() => writeln!(
+                        out,
+                        "  note: the key is right (the recovery file's copy of node 0 \
+                             authenticates under it), so node 0 is damaged, as a torn write leaves \
+                             it; {} cannot restore it: {problem}",
+                        journal.describe()
+                    )?,
+                    _ => {}
+                }
             }
             return Ok(verdict);
         }
@@ -962,19 +977,20 @@ fn check_file(key: &Key, path: &Path, quiet: bool, repaired: bool) -> Result<Ver
     let size = pf.len();
     let mut notes = Vec::new();
     if pending {
-        notes.push(match (repaired, journal_state(path)) {
-            (false, (journal, Ok(records))) => format!(
-                "pending-write flag set, recovery pending: {} holds {records} node record(s); \
-                 the last written state was checked; `pfs check --repair` restores the last \
-                 completed flush",
-                journal.display()
-            ),
-            (_, (journal, Err(why))) => format!(
-                "pending-write flag set (last committed state checked); no usable recovery file \
-                 ({}: {why}), so it cannot be repaired",
-                journal.display()
-            ),
+        notes.push(match (repaired, assess_file(key, path)) {
             (true, _) => "pending-write flag set (last committed state checked)".to_string(),
+            (false, (journal, Some(Assessment::Applicable { records, .. }))) => format!(
+                "pending-write flag set, recovery pending: {} holds the {records} node record(s) \
+                 of the interrupted flush; the last written state was checked; `pfs check \
+                 --repair` restores the last completed flush",
+                journal.describe()
+            ),
+            (false, (journal, Some(Assessment::Refused { problem, .. }))) => format!(
+                "pending-write flag set (last committed state checked); no usable recovery file \
+                 ({}: {problem}), so it cannot be repaired",
+                journal.describe()
+            ),
+            (false, _) => "pending-write flag set (last committed state checked)".to_string(),
         });
     }
     let expected_nodes = layout::host_node_count(size);

@@ -10,11 +10,16 @@ mod util;
 #[path = "../pfs-core/tests/support/stop_after.rs"]
 mod stop_after;
 
+#[path = "../pfs-core/tests/support/gramine_writer.rs"]
+mod gramine_writer;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use pfs_core::{FileJournal, FileStore, Key, OpenOptions, ProtectedFile};
-use stop_after::StopAfter;
+use gramine_writer::{Crash, GramineFile};
+use pfs_core::NodeStore;
+use pfs_core::{FileStore, Journal, Key, OpenOptions, PathOpener, ProtectedFile};
+use stop_after::{StopAfter, TearAfter};
 use util::{pfs, plaintext, workdir};
 
 /// The key of `util::workdir`'s `k.key`.
@@ -27,7 +32,7 @@ fn open_rw(path: &Path) -> File {
 }
 
 fn journal_of(path: &Path) -> PathBuf {
-    FileJournal::for_host_file(path).path().to_owned()
+    PathOpener::for_host_file(path).path().to_owned()
 }
 
 /// Writes `old` as a complete protected file at `dir/name` (with a recovery journal), then
@@ -35,10 +40,25 @@ fn journal_of(path: &Path) -> PathBuf {
 /// writes. Returns whether that flush returned an error (it was interrupted).
 fn interrupted_file(dir: &Path, name: &str, old: &[u8], new: &[u8], writes: usize) -> bool {
     let path = dir.join(name);
+    write_old(&path, name, old);
+    let store = StopAfter { inner: FileStore::new(open_rw(&path)), left: writes };
+    rewrite(store, &path, new)
+}
+
+/// Like `interrupted_file`, but the write after the first `whole` ones is torn: only its
+/// first `keep` bytes land.
+fn torn_file(dir: &Path, name: &str, old: &[u8], new: &[u8], whole: usize, keep: usize) -> bool {
+    let path = dir.join(name);
+    write_old(&path, name, old);
+    let store = TearAfter { inner: FileStore::new(open_rw(&path)), left: whole, keep, torn: false };
+    rewrite(store, &path, new)
+}
+
+fn write_old(path: &Path, name: &str, old: &[u8]) {
     let options = OpenOptions::new();
-    let journal = Box::new(FileJournal::for_host_file(&path));
+    let journal = Journal::beside(path);
     let mut pf = ProtectedFile::create_with_journal(
-        FileStore::new(open_rw(&path)),
+        FileStore::new(open_rw(path)),
         Some(journal),
         &key(),
         name.as_bytes(),
@@ -47,9 +67,13 @@ fn interrupted_file(dir: &Path, name: &str, old: &[u8], new: &[u8], writes: usiz
     .expect("create");
     pf.write_at(0, old).expect("write old content");
     pf.close().expect("close after the old content");
+}
 
-    let store = StopAfter { inner: FileStore::new(open_rw(&path)), left: writes };
-    let journal = Box::new(FileJournal::for_host_file(&path));
+/// Overwrites the file at `path` with `new` through `store` and flushes; whether the flush
+/// failed.
+fn rewrite(store: impl NodeStore, path: &Path, new: &[u8]) -> bool {
+    let options = OpenOptions::new();
+    let journal = Journal::beside(path);
     let mut pf =
         ProtectedFile::open_with_journal(store, Some(journal), &key(), None, &options).expect("reopen");
     pf.write_at(0, new).expect("write new content (cached)");
@@ -83,7 +107,7 @@ fn check_reports_a_pending_recovery_and_modifies_nothing() {
         // The overwritten data nodes do not match the old tree: the last written state is damaged.
         assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
         assert!(run.stdout.contains("recovery pending"), "{}", run.stdout);
-        assert!(run.stdout.contains("a.pf.gramine.recovery holds"), "{}", run.stdout);
+        assert!(run.stdout.contains("a.pf.gramine.recovery holds the"), "{}", run.stdout);
         assert!(run.stdout.contains("`pfs check --repair`"), "{}", run.stdout);
         // The recovery file is not checked as a file of its own in a directory walk.
         assert!(run.stdout.contains("0 files ok, 1 damaged, 0 unreadable"), "{}", run.stdout);
@@ -194,26 +218,24 @@ fn check_repair_of_an_intact_file_changes_nothing() {
 }
 
 /// The last write of a flush (node 0, flag already clear) torn by the crash: the metadata
-/// node fails authentication, and the recovery file's copy of the old one is the way back.
+/// node fails authentication, and the rest of it still holds the recovery file's copy of
+/// the old one, which ties the recovery file to this flush.
 #[test]
 fn check_repair_restores_a_file_whose_final_metadata_write_was_torn() {
     let dir = workdir();
     let d = dir.path();
     let old = plaintext("old", SIZE);
-    // Three writes: the flag, the data nodes, the MHT nodes and root; the final metadata
-    // write is the one that fails.
-    assert!(interrupted_file(d, "a.pf", &old, &plaintext("new", SIZE), 3));
+    // Three whole writes: the flag, the data nodes, the MHT nodes and root; the final
+    // metadata write lands its first 2048 bytes only.
+    assert!(torn_file(d, "a.pf", &old, &plaintext("new", SIZE), 3, 2048));
     let host = d.join("a.pf");
-    let mut bytes = fs::read(&host).unwrap();
-    // What a torn final write leaves: the flag clear (the new header) and half a node.
-    bytes[58] &= !1;
-    bytes[2048..4096].fill(0);
-    fs::write(&host, &bytes).unwrap();
+    let bytes = fs::read(&host).unwrap();
+    assert!(!pending_flag(&host), "the torn write's new header clears the flag");
 
     let run = pfs(d, &["check", "-w", "k.key", "a.pf"]).fails();
     assert!(run.stdout.contains("a.pf: UNREADABLE"), "{}", run.stdout);
-    assert!(run.stdout.contains("a.pf.gramine.recovery holds"), "{}", run.stdout);
-    assert!(run.stdout.contains("`pfs check --repair` tries"), "{}", run.stdout);
+    assert!(run.stdout.contains("a.pf.gramine.recovery holds the"), "{}", run.stdout);
+    assert!(run.stdout.contains("of the interrupted flush; `pfs check --repair` restores"), "{}", run.stdout);
     assert!(fs::read(&host).unwrap() == bytes, "check without --repair modified the file");
 
     let run = pfs(d, &["check", "-w", "k.key", "--repair", "a.pf"]).ok();
@@ -221,6 +243,54 @@ fn check_repair_restores_a_file_whose_final_metadata_write_was_torn() {
     assert!(run.stdout.contains("a.pf: ok (1000000 bytes"), "{}", run.stdout);
     pfs(d, &["decrypt", "-w", "k.key", "-i", "a.pf", "-o", "a.out"]).ok();
     assert!(fs::read(d.join("a.out")).unwrap() == old, "not the old content");
+}
+
+/// Issue 13 §1 through the CLI: Gramine left its recovery file after a completed flush,
+/// then a metadata-only flush's write of node 0 was torn. `--repair` must refuse, say
+/// why, and write nothing; it must not claim the last completed flush.
+#[test]
+fn check_repair_refuses_a_recovery_file_left_by_a_completed_gramine_flush() {
+    let dir = workdir();
+    let d = dir.path();
+    let (base, new) = (plaintext("base", 300_000), plaintext("new", 300_000));
+    let evicted = 3072 + 48 * 4096;
+    let mut g = GramineFile::create([0x42; 16], b"s.pf", 11);
+    g.write(0, &base);
+    g.close();
+    g.write(0, &new[..evicted]);
+    assert!(g.flush(Crash::None), "the eviction flush");
+    g.write(evicted, &new[evicted..]);
+    assert!(g.flush(Crash::None), "pf_flush; Gramine keeps its recovery file");
+    let (completed, stale) = (g.disk.clone(), g.journal.clone().unwrap());
+    g.write(0, &[0xcc; 100]);
+    assert!(!g.flush(Crash::Tear { write: 1, keep: 2048 }));
+    fs::write(d.join("s.pf"), &g.disk).unwrap();
+    let journal = d.join("s.pf.gramine.recovery");
+    fs::write(&journal, &stale).unwrap();
+
+    let run = pfs(d, &["check", "-w", "k.key", "s.pf"]).fails();
+    assert!(run.stdout.contains("s.pf: UNREADABLE"), "{}", run.stdout);
+    assert!(run.stdout.contains("s.pf.gramine.recovery cannot restore it"), "{}", run.stdout);
+    let run = pfs(d, &["check", "-w", "k.key", "--repair", "s.pf"]).fails();
+    assert!(run.stdout.contains("s.pf: cannot repair"), "{}", run.stdout);
+    assert!(run.stdout.contains("no 16 consecutive sealed bytes"), "{}", run.stdout);
+    assert!(run.stdout.contains("roll the file back"), "{}", run.stdout);
+    assert!(!run.stdout.contains("recovered "), "{}", run.stdout);
+    assert!(!run.stdout.contains("last completed flush"), "{}", run.stdout);
+    assert!(run.stdout.contains("0 recovered, 1 pending write(s) not recoverable"), "{}", run.stdout);
+    assert!(fs::read(d.join("s.pf")).unwrap() == g.disk, "a refused repair wrote the file");
+    assert!(fs::read(&journal).unwrap() == stale, "a refused repair touched the recovery file");
+
+    // Without the torn write, the same stale recovery file is ignored and then deleted.
+    fs::write(d.join("s.pf"), &completed).unwrap();
+    let run = pfs(d, &["check", "-w", "k.key", "--repair", "s.pf"]).ok();
+    assert!(
+        run.stdout.contains("no recovery pending (the last flush completed; s.pf.gramine.recovery is stale)")
+    );
+    assert!(run.stdout.contains("s.pf: deleted s.pf.gramine.recovery"), "{}", run.stdout);
+    assert!(fs::read(d.join("s.pf")).unwrap() == completed);
+    pfs(d, &["decrypt", "-w", "k.key", "-i", "s.pf", "-o", "s.out"]).ok();
+    assert!(fs::read(d.join("s.out")).unwrap() == new, "not the completed flush's content");
 }
 
 #[test]

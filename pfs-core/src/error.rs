@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 
 use crate::layout::{DataNode, MhtNode, PhysicalNode};
+use crate::recovery::JournalProblem;
 
 /// Why the plain header of node 0 was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +130,19 @@ pub enum Error {
     )]
     RecoveryNeeded,
 
+    /// A write was interrupted (the pending-write flag is set, or node 0 fails
+    /// authentication although the recovery file proves the key right) and the recovery
+    /// file may not be applied (see [`crate::recovery::assess`]). Nothing was written.
+    #[error("{} the recovery file {journal} cannot be applied: {problem}", refused_context(*pending))]
+    RecoveryRefused {
+        /// The recovery file's name.
+        journal: String,
+        /// The pending-write flag is set (otherwise node 0 fails authentication).
+        pending: bool,
+        /// Why it may not be applied.
+        problem: JournalProblem,
+    },
+
     /// The requested size or offset is beyond what the format can address.
     #[error("size or offset {0} is beyond the largest supported protected file")]
     TooLarge(u64),
@@ -159,7 +173,7 @@ impl Error {
             Error::MetadataMac | Error::NodeMac { .. } => -9,
             Error::NodeMissing { .. } | Error::Io { .. } => -11,
             Error::Corrupted(_) => -16,
-            Error::RecoveryNeeded => -13,
+            Error::RecoveryNeeded | Error::RecoveryRefused { .. } => -13,
             Error::TooLarge(_) => -3,
             Error::ReadOnly => -4,
         }
@@ -176,6 +190,7 @@ impl Error {
                 | Error::NodeMac { .. }
                 | Error::NodeMissing { .. }
                 | Error::Corrupted(_)
+                | Error::RecoveryRefused { .. }
         )
     }
 
@@ -199,6 +214,14 @@ impl Error {
 
     pub(crate) fn io(node: Option<PhysicalNode>, source: io::Error) -> Self {
         Error::Io { node, source }
+    }
+}
+
+fn refused_context(pending: bool) -> &'static str {
+    if pending {
+        "an interrupted write left the pending-write flag set, and"
+    } else {
+        "the metadata node (node 0) fails authentication, as a torn write leaves it, and"
     }
 }
 

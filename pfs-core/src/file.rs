@@ -10,7 +10,7 @@ use crate::layout::{
     NODE_SIZE, NODE_SIZE_U64, PhysicalNode, ROOT_MHT_NODE, Span,
 };
 use crate::metadata::{FormatVersion, Metadata, PlainHeader, check_path_len, set_pending_flag};
-use crate::recovery::{RECORD_SIZE, RecoveryJournal, encode_record, parse_records};
+use crate::recovery::{self, Decision, Journal, JournalProblem, RECORD_SIZE, encode_record};
 use crate::storage::NodeStore;
 
 /// Default number of cached nodes per open file. Chosen by measurement (see
@@ -146,7 +146,7 @@ pub struct ProtectedFile<S: NodeStore> {
     /// Set when a flush failed half way; the in-memory tree no longer matches the store.
     poisoned: Option<String>,
     /// Gramine's recovery file, when enabled (spec §13).
-    journal: Option<Box<dyn RecoveryJournal>>,
+    journal: Option<Journal>,
     /// A flush of this session wrote the journal (it is deleted on close).
     journal_used: bool,
     write_barriers: bool,
@@ -174,7 +174,7 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// [`create`](Self::create) with a recovery journal that later flushes use.
     pub fn create_with_journal(
         mut store: S,
-        journal: Option<Box<dyn RecoveryJournal>>,
+        journal: Option<Journal>,
         kdk: &Key,
         path: &[u8],
         options: &OpenOptions,
@@ -216,14 +216,20 @@ impl<S: NodeStore> ProtectedFile<S> {
         Self::open_with_journal(store, None, kdk, expected_path, options)
     }
 
-    /// [`open`](Self::open) with Gramine's recovery file. If the pending-write flag is
-    /// set and the journal holds usable records (and the file is writable), they are
-    /// written back and the file opens in the state of its last completed flush (see
-    /// [`recovered_nodes`](Self::recovered_nodes)). Without usable records the
-    /// [`PendingWritePolicy`] decides. Later flushes journal their in-place writes.
+    /// [`open`](Self::open) with Gramine's recovery file. When a write was interrupted
+    /// (the pending-write flag is set, or node 0 fails authentication as a torn final
+    /// write leaves it) and the recovery file passes the rule of [`recovery::assess`]
+    /// (it is the one the interrupted flush wrote), its records are written back and the
+    /// file opens in the state of its last completed flush (see
+    /// [`recovered_nodes`](Self::recovered_nodes)); the file must be writable. A recovery
+    /// file that fails the rule is never applied: with the flag set the open fails with
+    /// [`Error::RecoveryRefused`] (or [`Error::RecoveryNeeded`] when there is none)
+    /// unless [`PendingWritePolicy::Ignore`]; with node 0 torn it fails with
+    /// [`Error::RecoveryRefused`] when the recovery file proves the key right, else
+    /// [`Error::MetadataMac`]. Later flushes journal their in-place writes.
     pub fn open_with_journal(
         mut store: S,
-        mut journal: Option<Box<dyn RecoveryJournal>>,
+        mut journal: Option<Journal>,
         kdk: &Key,
         expected_path: Option<&[u8]>,
         options: &OpenOptions,
@@ -248,12 +254,24 @@ impl<S: NodeStore> ProtectedFile<S> {
             return Err(Error::NodeMissing { kind: None, node: METADATA_NODE, offset: 0 });
         }
         let mut header = PlainHeader::parse(meta_image.bytes())?;
+        let host_nodes = host_size / NODE_SIZE_U64;
+        // A read-only open never writes a recovery back, so it does not consult one.
+        let usable = journal.as_ref().filter(|_| !options.read_only);
+        let decision = recovery::decide(
+            meta_image.bytes(),
+            &header,
+            host_nodes,
+            usable,
+            kdk,
+            expected_path,
+            &options.crypto,
+        )?;
         let mut recovered_nodes = None;
-        if header.pending_write() {
-            if let Some(journal) = journal.as_mut().filter(|_| !options.read_only) {
-                recovered_nodes = recover(&mut store, journal.as_mut())?;
-            }
-            if recovered_nodes.is_some() {
+        match decision {
+            Decision::Intact => {}
+            Decision::Apply(scan) => {
+                let journal = journal.as_mut().expect("BUG: a recovery decided without a journal");
+                recovered_nodes = Some(journal.apply(&mut store, host_nodes, &scan)?);
                 meta_image.bytes_mut().fill(0);
                 store
                     .read_nodes(METADATA_NODE, meta_image.bytes_mut())
@@ -262,31 +280,30 @@ impl<S: NodeStore> ProtectedFile<S> {
                 if header.pending_write() {
                     return Err(Error::RecoveryNeeded);
                 }
-            } else if options.pending_write == PendingWritePolicy::Refuse {
-                return Err(Error::RecoveryNeeded);
+            }
+            Decision::Refuse(problem) => {
+                let refused = |pending| Error::RecoveryRefused {
+                    journal: journal.as_ref().map(Journal::describe).unwrap_or_default(),
+                    pending,
+                    problem: problem.clone(),
+                };
+                if header.pending_write() {
+                    match (options.pending_write, &problem) {
+                        // Read the last state whose metadata was written, as pf-crypt does.
+                        (PendingWritePolicy::Ignore, _) => {}
+                        (PendingWritePolicy::Refuse, JournalProblem::Absent) => {
+                            return Err(Error::RecoveryNeeded);
+                        }
+                        (PendingWritePolicy::Refuse, _) => return Err(refused(true)),
+                    }
+                } else if problem.proves_key() {
+                    return Err(refused(false));
+                }
+                // Otherwise node 0 fails authentication below (wrong key, or damage that
+                // no recovery file explains).
             }
         }
-        let meta = match Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto) {
-            Ok(meta) => meta,
-            // A metadata node torn by a crash during the last write of a flush fails
-            // authentication with its flag already cleared. If the journal's copy of the
-            // previous metadata authenticates under this key (so the key is right and
-            // node 0 is damaged), the journal restores the state before that flush.
-            Err(Error::MetadataMac)
-                if recovered_nodes.is_none()
-                    && !options.read_only
-                    && journal.as_ref().is_some_and(|j| journal_metadata_opens(j.as_ref(), kdk, options)) =>
-            {
-                let journal = journal.as_mut().expect("BUG: checked above");
-                recovered_nodes = recover(&mut store, journal.as_mut())?;
-                store
-                    .read_nodes(METADATA_NODE, meta_image.bytes_mut())
-                    .map_err(|e| Error::io(Some(METADATA_NODE), e))?;
-                header = PlainHeader::parse(meta_image.bytes())?;
-                Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto)?
-            }
-            Err(error) => return Err(error),
-        };
+        let meta = Metadata::open(meta_image.bytes(), &header, kdk, &options.crypto)?;
         if let Some(expected) = expected_path
             && meta.path != expected
         {
@@ -898,9 +915,9 @@ impl<S: NodeStore> ProtectedFile<S> {
             if self.write_barriers {
                 self.sync_store()?;
             }
-            // The flush is complete: empty the journal, so that a later flush which is
-            // not journaled (a metadata-only write) can never be "recovered" from these
-            // stale records into the state before this flush.
+            // The flush is complete: empty the journal. The recovery rule already refuses
+            // these records once this flush's metadata is on disk (recovery::assess); an
+            // empty file also tells every reader, Gramine included, that nothing is pending.
             let journal = self.journal.as_mut().expect("BUG: journaled flush without a journal");
             journal.replace(&[]).map_err(|e| Error::io(None, e))?;
             if self.write_barriers {
@@ -1069,44 +1086,6 @@ impl<S: NodeStore> Drop for ProtectedFile<S> {
             }
         }
     }
-}
-
-/// Whether the journal holds a metadata-node record that authenticates under `kdk`.
-fn journal_metadata_opens(journal: &dyn RecoveryJournal, kdk: &Key, options: &OpenOptions) -> bool {
-    let Ok(Some(bytes)) = journal.read_all() else { return false };
-    let Ok(records) = parse_records(&bytes) else { return false };
-    records.iter().filter(|(node, _)| *node == METADATA_NODE).any(|(_, image)| {
-        PlainHeader::parse(image)
-            .is_ok_and(|header| Metadata::open(image, &header, kdk, &options.crypto).is_ok())
-    })
-}
-
-/// Writes the journal's records back into `store` and syncs it. `Ok(None)` when the
-/// journal is absent or unusable (then the pending flag cannot be resolved here).
-fn recover<S: NodeStore>(store: &mut S, journal: &mut dyn RecoveryJournal) -> Result<Option<usize>> {
-    let Some(bytes) = journal.read_all().map_err(|e| Error::io(None, e))? else {
-        return Ok(None);
-    };
-    let Ok(records) = parse_records(&bytes) else {
-        return Ok(None);
-    };
-    // The journal is not authenticated: a record may only restore a node inside the host
-    // file. Nodes past its end cannot be referenced by the metadata being restored
-    // (Gramine records such never-written nodes as zero images), so they are skipped,
-    // and a hostile record can never make the host file grow.
-    let host_nodes = store.byte_len().map_err(|e| Error::io(None, e))? / NODE_SIZE_U64;
-    let mut restored = 0;
-    for (node, image) in records.iter().filter(|(node, _)| node.0 < host_nodes) {
-        store.write_nodes(*node, &image[..]).map_err(|e| Error::io(Some(*node), e))?;
-        restored += 1;
-    }
-    store.sync().map_err(|e| Error::io(None, e))?;
-    // Applied and durable: empty the journal. Left usable, a later torn write of node 0
-    // would replay it (the torn-metadata fallback) and roll back flushes that completed
-    // after this recovery (finding F4, `tests/crash_after_recovery.rs`).
-    journal.replace(&[]).map_err(|e| Error::io(None, e))?;
-    journal.sync().map_err(|e| Error::io(None, e))?;
-    Ok(Some(restored))
 }
 
 /// Seals each data node in place under its key; returns the tags in order.

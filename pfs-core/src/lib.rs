@@ -44,5 +44,5 @@ pub use error::{Error, HeaderProblem, NodeKind, Result};
 pub use file::{DEFAULT_CACHE_NODES, NodeProblem, OpenOptions, PendingWritePolicy, ProtectedFile};
 pub use io::Stream;
 pub use metadata::FormatVersion;
-pub use recovery::{FileJournal, MemJournal, RecoveryJournal};
+pub use recovery::{Journal, JournalOpener, MemJournal, PathOpener};
 pub use storage::{FileStore, MemStore, NodeStore};

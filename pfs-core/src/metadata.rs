@@ -212,6 +212,21 @@ pub fn set_pending_flag(node: &mut [u8; NODE_SIZE], pending: bool) {
     }
 }
 
+/// Size of the sealed bytes of a metadata image (see [`sealed_bytes`]).
+pub(crate) const SEALED_SIZE: usize = NONCE_SIZE + MAC_SIZE + ENCRYPTED_PART_SIZE;
+
+/// The *sealed bytes* of a metadata image: its KDF nonce, its tag and its encrypted part,
+/// each at the offsets of the image's own version byte. Every metadata write makes all of
+/// them new (a fresh nonce, hence a fresh key); `None` for an image of no known version.
+pub(crate) fn sealed_bytes(node: &[u8; NODE_SIZE]) -> Option<[u8; SEALED_SIZE]> {
+    let start = FormatVersion::from_major(node[8]).ok()?.encrypted_offset();
+    let mut out = [0u8; SEALED_SIZE];
+    out[..NONCE_SIZE].copy_from_slice(&node[NONCE_OFFSET..NONCE_OFFSET + NONCE_SIZE]);
+    out[NONCE_SIZE..NONCE_SIZE + MAC_SIZE].copy_from_slice(&node[TAG_OFFSET..TAG_OFFSET + MAC_SIZE]);
+    out[NONCE_SIZE + MAC_SIZE..].copy_from_slice(&node[start..start + ENCRYPTED_PART_SIZE]);
+    Some(out)
+}
+
 /// Refuses paths that do not fit the 772-byte field with its NUL.
 pub fn check_path_len(path: &[u8]) -> Result<()> {
     if path.len() > MAX_PATH_LEN || path.contains(&0) {

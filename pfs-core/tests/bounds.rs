@@ -15,7 +15,7 @@ use pfs_core::layout::{MAX_PLAINTEXT_SIZE, NODE_SIZE, PhysicalNode};
 use pfs_core::metadata::{Metadata, PlainHeader, set_pending_flag};
 use pfs_core::recovery::encode_record;
 use pfs_core::{
-    CryptoProvider, Error, Key, MemJournal, MemStore, NodeStore, OpenOptions, PendingWritePolicy,
+    CryptoProvider, Error, Journal, Key, MemJournal, MemStore, NodeStore, OpenOptions, PendingWritePolicy,
     ProtectedFile,
 };
 
@@ -283,17 +283,21 @@ fn recovery_never_writes_beyond_the_host_file() {
     file.write_at(0, &pattern(20_000)).unwrap();
     file.close().unwrap();
     let host_len = disk.to_bytes().len() as u64;
-    // The pending flag (unauthenticated, as in Gramine) and a journal with a far record.
+    // The pending flag (unauthenticated, as in Gramine) and a journal with a far record,
+    // whose node 0 record is the file's own (so the recovery rule lets it be applied).
+    let node0: [u8; NODE_SIZE] = disk.to_bytes()[..NODE_SIZE].try_into().unwrap();
     disk.with_bytes(|bytes| set_pending_flag((&mut bytes[..NODE_SIZE]).try_into().unwrap(), true));
     let mut records = Vec::new();
     encode_record(PhysicalNode(1 << 40), &[0xa5; NODE_SIZE], &mut records);
+    encode_record(PhysicalNode(0), &node0, &mut records);
     let journal = MemJournal::new();
     journal.set(Some(records));
     let far = Arc::new(Mutex::new(Vec::new()));
     let store = FarWriteRecorder { inner: disk, limit: host_len, far: far.clone() };
     let options = OpenOptions::new().pending_write(PendingWritePolicy::Ignore);
     let result =
-        ProtectedFile::open_with_journal(store, Some(Box::new(journal)), &key(), Some(PATH), &options);
+        ProtectedFile::open_with_journal(store, Some(Journal::new(journal)), &key(), Some(PATH), &options);
+    assert_eq!(result.as_ref().ok().and_then(|f| f.recovered_nodes()), Some(1), "{result:?}");
     assert!(
         far.lock().unwrap().is_empty(),
         "recovery wrote nodes {:?} beyond the host file ({result:?})",
@@ -319,4 +323,77 @@ fn check_of_a_short_host_file_claiming_a_huge_size_is_quick() {
     let problems = done_rx.recv_timeout(Duration::from_secs(10));
     assert!(problems.is_ok(), "check() still running after {:?}", started.elapsed());
     assert!(problems.unwrap() >= 1);
+}
+
+/// Issue 13: a hostile `*.gramine.recovery` of any size beside a file whose flag is set
+/// must not be read into memory. Longer than the host file can need: refused unread.
+/// Within that bound but large (a 64 MiB host file): read record by record.
+#[test]
+fn a_huge_recovery_file_is_never_read_into_memory() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("f.pf");
+    let file =
+        std::fs::File::options().read(true).write(true).create(true).truncate(true).open(&host).unwrap();
+    let mut pf =
+        ProtectedFile::create(pfs_core::FileStore::new(file), &key(), PATH, &OpenOptions::new()).unwrap();
+    pf.write_at(0, &pattern(20_000)).unwrap();
+    pf.close().unwrap();
+    let mut bytes = std::fs::read(&host).unwrap();
+    set_pending_flag((&mut bytes[..NODE_SIZE]).try_into().unwrap(), true);
+    std::fs::write(&host, &bytes).unwrap();
+    let journal_path = pfs_core::PathOpener::for_host_file(&host).path().to_owned();
+    let open = || {
+        let file = std::fs::File::options().read(true).write(true).open(&host).unwrap();
+        ProtectedFile::open_with_journal(
+            pfs_core::FileStore::new(file),
+            Some(Journal::beside(&host)),
+            &key(),
+            Some(PATH),
+            &OpenOptions::new(),
+        )
+    };
+
+    // 4 GiB (sparse: no disk space), a whole number of records.
+    let records = (4u64 << 30) / 4104;
+    let journal = std::fs::File::create(&journal_path).unwrap();
+    journal.set_len(records * 4104).unwrap();
+    let probe = HeapProbe::start();
+    let started = Instant::now();
+    let result = open();
+    assert!(
+        matches!(
+            &result,
+            Err(Error::RecoveryRefused {
+                pending: true,
+                problem: pfs_core::recovery::JournalProblem::TooLarge { .. },
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(probe.peak_growth() < 1 << 20, "heap grew by {} bytes", probe.peak_growth());
+    assert!(started.elapsed() < Duration::from_secs(5), "refusing took {:?}", started.elapsed());
+
+    // A 64 MiB host file (trailing nodes are legal, spec §7) allows a 64 MiB recovery file:
+    // every record is read, one chunk at a time (all zero: node 0 records that do not
+    // authenticate, so it is refused after the scan).
+    let host_file = std::fs::File::options().write(true).open(&host).unwrap();
+    host_file.set_len(64 << 20).unwrap();
+    journal.set_len(((64 << 20) / 4104) * 4104).unwrap();
+    let probe = HeapProbe::start();
+    let result = open();
+    assert!(
+        matches!(
+            &result,
+            Err(Error::RecoveryRefused {
+                problem: pfs_core::recovery::JournalProblem::MetadataDoesNotOpen,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(probe.peak_growth() < 1 << 20, "heap grew by {} bytes", probe.peak_growth());
+    assert!(probe.largest_block() <= 128 << 10, "a {}-byte allocation", probe.largest_block());
+    assert_eq!(std::fs::read(&host).unwrap()[..NODE_SIZE], bytes[..NODE_SIZE], "a refused recovery wrote");
 }

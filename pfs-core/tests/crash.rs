@@ -4,11 +4,13 @@
 //! next open, with Gramine's recovery journal, must give the old or the new content,
 //! never an error that loses both; and the new one whenever the flush had returned.
 
+use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex};
 
 use pfs_core::layout::{NODE_SIZE, PhysicalNode};
-use pfs_core::{Key, MemJournal, MemStore, NodeStore, OpenOptions, ProtectedFile, RecoveryJournal};
+use pfs_core::recovery::{JournalFile, JournalOpener};
+use pfs_core::{Journal, Key, MemJournal, MemStore, NodeStore, OpenOptions, ProtectedFile};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
@@ -23,9 +25,25 @@ enum Fault {
 
 #[derive(Clone)]
 enum Op {
-    Store { offset: usize, bytes: Vec<u8> },
+    Store {
+        offset: usize,
+        bytes: Vec<u8>,
+    },
     StoreLen(usize),
-    Journal(Option<Vec<u8>>),
+    /// The recovery file is created (empty, if absent).
+    JournalCreate,
+    JournalRemove,
+    JournalLen(usize),
+    JournalWrite {
+        offset: usize,
+        bytes: Vec<u8>,
+    },
+}
+
+impl Op {
+    fn is_journal(&self) -> bool {
+        !matches!(self, Op::Store { .. } | Op::StoreLen(_))
+    }
 }
 
 #[derive(Default)]
@@ -51,7 +69,23 @@ fn apply(store: &mut Vec<u8>, journal: &mut Option<Vec<u8>>, op: &Op) {
             store[*offset..offset + bytes.len()].copy_from_slice(bytes);
         }
         Op::StoreLen(len) => store.resize(*len, 0),
-        Op::Journal(bytes) => *journal = bytes.clone(),
+        Op::JournalCreate => {
+            journal.get_or_insert_with(Vec::new);
+        }
+        Op::JournalRemove => *journal = None,
+        Op::JournalLen(len) => {
+            if let Some(journal) = journal {
+                journal.resize(*len, 0);
+            }
+        }
+        Op::JournalWrite { offset, bytes } => {
+            if let Some(journal) = journal {
+                if journal.len() < offset + bytes.len() {
+                    journal.resize(offset + bytes.len(), 0);
+                }
+                journal[*offset..offset + bytes.len()].copy_from_slice(bytes);
+            }
+        }
     }
 }
 
@@ -92,7 +126,7 @@ impl Disk {
             return Err(io::Error::other("crashed"));
         }
         let (keep, flush): (Vec<Op>, Vec<Op>) =
-            self.pending.drain(..).partition(|op| matches!(op, Op::Journal(_)) != journal);
+            self.pending.drain(..).partition(|op| op.is_journal() != journal);
         for op in &flush {
             apply(&mut self.durable_store, &mut self.durable_journal, op);
         }
@@ -159,18 +193,51 @@ impl NodeStore for FaultyStore {
     }
 }
 
-impl RecoveryJournal for FaultyJournal {
-    fn replace(&mut self, records: &[u8]) -> io::Result<()> {
-        self.0.lock().unwrap().write(Op::Journal(Some(records.to_vec())))
+impl fmt::Debug for FaultyJournal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FaultyJournal")
     }
-    fn sync(&mut self) -> io::Result<()> {
+}
+
+/// The recovery file on the faulty disk: its writes and syncs go through the same crash
+/// model as the host file's.
+impl JournalOpener for FaultyJournal {
+    fn open(&self) -> io::Result<Option<Box<dyn JournalFile>>> {
+        let exists = self.0.lock().unwrap().journal.is_some();
+        Ok(exists.then(|| Box::new(self.clone()) as Box<dyn JournalFile>))
+    }
+    fn create(&self) -> io::Result<Option<Box<dyn JournalFile>>> {
+        self.0.lock().unwrap().write(Op::JournalCreate)?;
+        Ok(Some(Box::new(self.clone())))
+    }
+    fn remove(&self) -> io::Result<()> {
+        self.0.lock().unwrap().write(Op::JournalRemove)
+    }
+    fn describe(&self) -> String {
+        "the faulty disk's recovery file".to_string()
+    }
+}
+
+impl JournalFile for FaultyJournal {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.lock().unwrap().journal.as_ref().map_or(0, |j| j.len() as u64))
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let disk = self.0.lock().unwrap();
+        let journal = disk.journal.as_deref().unwrap_or_default();
+        let src =
+            journal.get(offset as usize..offset as usize + buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.lock().unwrap().write(Op::JournalWrite { offset: offset as usize, bytes: buf.to_vec() })
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.lock().unwrap().write(Op::JournalLen(len as usize))
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
         self.0.lock().unwrap().sync(true)
-    }
-    fn read_all(&self) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.0.lock().unwrap().journal.clone())
-    }
-    fn remove(&mut self) -> io::Result<()> {
-        self.0.lock().unwrap().write(Op::Journal(None))
     }
 }
 
@@ -232,7 +299,7 @@ fn run(size: usize, crash_at: Option<(usize, Fault)>) -> (bool, usize, Vec<u8>, 
     let store = FaultyStore(disk.clone());
     let journal = FaultyJournal(disk.clone());
     let mut file =
-        ProtectedFile::open_with_journal(store, Some(Box::new(journal)), &key(), Some(PATH), &options)
+        ProtectedFile::open_with_journal(store, Some(Journal::new(journal)), &key(), Some(PATH), &options)
             .unwrap();
     let returned = apply_changes(&mut file, &old, &new).is_ok();
     // The process is gone: nothing it would do afterwards (drop, close) reaches the disk.
@@ -252,7 +319,7 @@ fn reopen(store: Vec<u8>, journal: Option<Vec<u8>>) -> Result<Vec<u8>, pfs_core:
     mem_journal.set(journal);
     let mut file = ProtectedFile::open_with_journal(
         MemStore::from_bytes(store),
-        Some(Box::new(mem_journal)),
+        Some(Journal::new(mem_journal)),
         &key(),
         Some(PATH),
         &OpenOptions::new(),
@@ -309,8 +376,11 @@ fn three_level_tree_survives_a_crash_at_every_write() {
 
 #[test]
 fn without_a_journal_a_pending_flag_is_refused_by_default() {
-    let (_, _, store, journal) = run(1_200_000, Some((3, Fault::Stop)));
+    // Writes 1-3 create and fill the journal, 4 sets the flag; the crash is at the first
+    // tree write.
+    let (_, _, store, journal) = run(1_200_000, Some((5, Fault::Stop)));
     assert!(journal.is_some());
+    assert_eq!(store[58] & 1, 1, "the flag should be set");
     let err =
         ProtectedFile::open(MemStore::from_bytes(store.clone()), &key(), Some(PATH), &OpenOptions::new())
             .unwrap_err();
@@ -320,7 +390,7 @@ fn without_a_journal_a_pending_flag_is_refused_by_default() {
     mem_journal.set(journal);
     let err = ProtectedFile::open_with_journal(
         MemStore::from_bytes(store),
-        Some(Box::new(mem_journal)),
+        Some(Journal::new(mem_journal)),
         &key(),
         Some(PATH),
         &OpenOptions::new().read_only(true),
@@ -331,13 +401,14 @@ fn without_a_journal_a_pending_flag_is_refused_by_default() {
 
 #[test]
 fn close_deletes_the_journal_and_recovery_is_reported() {
-    let (_, _, store, journal) = run(1_200_000, Some((4, Fault::Stop)));
+    let (_, _, store, journal) = run(1_200_000, Some((6, Fault::Stop)));
+    assert_eq!(store[58] & 1, 1, "the flag should be set");
     let mem_journal = MemJournal::new();
     mem_journal.set(journal);
     let disk = MemStore::from_bytes(store);
     let file = ProtectedFile::open_with_journal(
         disk.clone(),
-        Some(Box::new(mem_journal.clone())),
+        Some(Journal::new(mem_journal.clone())),
         &key(),
         Some(PATH),
         &OpenOptions::new(),
@@ -348,7 +419,7 @@ fn close_deletes_the_journal_and_recovery_is_reported() {
     // The journal from the crashed session stays until a flush of ours rewrites it.
     let mut file = ProtectedFile::open_with_journal(
         disk,
-        Some(Box::new(mem_journal.clone())),
+        Some(Journal::new(mem_journal.clone())),
         &key(),
         Some(PATH),
         &OpenOptions::new(),

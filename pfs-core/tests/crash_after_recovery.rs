@@ -1,13 +1,15 @@
 //! Finding F4 (found while writing `pfs check --repair`): a recovery file that was applied
 //! at open must not stay usable afterwards. If it did, a later torn write of the metadata
-//! node would replay it (the engine's torn-metadata fallback) and roll the file back past
-//! flushes that completed after the recovery: the F3 pattern, reached through recovery.
+//! node could replay it and roll the file back past flushes that completed after the
+//! recovery: the F3 pattern, reached through recovery. Since issue 13 the recovery rule
+//! refuses such a replay on its own (node 0 no longer started from the recovery file's
+//! copy); the applied file is still emptied.
 
 #[path = "support/stop_after.rs"]
 mod stop_after;
 
 use pfs_core::layout::NODE_SIZE;
-use pfs_core::{Key, MemJournal, MemStore, OpenOptions, ProtectedFile, RecoveryJournal};
+use pfs_core::{Journal, Key, MemJournal, MemStore, OpenOptions, ProtectedFile};
 use stop_after::StopAfter;
 
 const PATH: &[u8] = b"/findings/recovered";
@@ -31,7 +33,7 @@ fn a_recovery_applied_at_open_cannot_roll_back_later_completed_flushes() {
     // S0: 100 000 bytes of 0x11, flushed and closed.
     let mut file = ProtectedFile::create_with_journal(
         disk.clone(),
-        Some(Box::new(journal.clone())),
+        Some(Journal::new(journal.clone())),
         &key(),
         PATH,
         &options,
@@ -44,7 +46,7 @@ fn a_recovery_applied_at_open_cannot_roll_back_later_completed_flushes() {
     let store = StopAfter { inner: disk.clone(), left: 2 };
     let mut file = ProtectedFile::open_with_journal(
         store,
-        Some(Box::new(journal.clone())),
+        Some(Journal::new(journal.clone())),
         &key(),
         Some(PATH),
         &options,
@@ -57,7 +59,7 @@ fn a_recovery_applied_at_open_cannot_roll_back_later_completed_flushes() {
     // The next open recovers S0 ...
     let mut file = ProtectedFile::open_with_journal(
         disk.clone(),
-        Some(Box::new(journal.clone())),
+        Some(Journal::new(journal.clone())),
         &key(),
         Some(PATH),
         &options,
@@ -66,8 +68,7 @@ fn a_recovery_applied_at_open_cannot_roll_back_later_completed_flushes() {
     assert!(file.recovered_nodes().is_some_and(|n| n > 0));
     assert_eq!(read_all(&mut file), vec![0x11; 100_000]);
     // ... and the applied records are no longer a usable recovery file.
-    let usable =
-        journal.read_all().unwrap().is_some_and(|bytes| pfs_core::recovery::parse_records(&bytes).is_ok());
+    let usable = Journal::new(journal.clone()).scan(1 << 20).unwrap().is_ok();
     assert!(!usable, "the recovery file applied at open is still usable");
     // S1: a metadata-only flush (first byte 0x22) completes.
     file.write_at(0, &[0x22]).unwrap();
@@ -80,7 +81,7 @@ fn a_recovery_applied_at_open_cannot_roll_back_later_completed_flushes() {
 
     match ProtectedFile::open_with_journal(
         disk.clone(),
-        Some(Box::new(journal.clone())),
+        Some(Journal::new(journal.clone())),
         &key(),
         Some(PATH),
         &options,

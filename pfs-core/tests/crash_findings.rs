@@ -3,7 +3,7 @@
 //! the fix.
 
 use pfs_core::layout::NODE_SIZE;
-use pfs_core::{Key, MemJournal, MemStore, OpenOptions, ProtectedFile};
+use pfs_core::{Journal, Key, MemJournal, MemStore, OpenOptions, ProtectedFile};
 
 const PATH: &[u8] = b"/findings/file";
 
@@ -22,7 +22,7 @@ fn torn_metadata_only_flush_does_not_roll_back_an_earlier_completed_flush() {
     let journal = MemJournal::new();
     let mut file = ProtectedFile::create_with_journal(
         disk.clone(),
-        Some(Box::new(journal.clone())),
+        Some(Journal::new(journal.clone())),
         &key(),
         PATH,
         &OpenOptions::new(),
@@ -41,7 +41,7 @@ fn torn_metadata_only_flush_does_not_roll_back_an_earlier_completed_flush() {
 
     let reopened = ProtectedFile::open_with_journal(
         disk.clone(),
-        Some(Box::new(journal.clone())),
+        Some(Journal::new(journal.clone())),
         &key(),
         Some(PATH),
         &OpenOptions::new(),

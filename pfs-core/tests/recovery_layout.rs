@@ -1,7 +1,7 @@
 //! The recovery file and the pending-write flag, checked byte by byte against the spec
 //! (`spec/pf-format.md` §4.1 and §13) with a parser written here from the spec's words,
-//! not the engine's `recovery::parse_records`. Real files: a `FileStore` host file and its
-//! `FileJournal`, a flush stopped after its N-th store write as a crash would stop it.
+//! not the engine's `recovery::Journal::scan`. Real files: a `FileStore` host file and its
+//! `Journal::beside` it, a flush stopped after its N-th store write as a crash would stop it.
 //!
 //! Both directions of interoperability are covered without Gramine itself: the spec's
 //! recovery algorithm (as Gramine's LibOS runs it) applied to a pfs-written recovery file
@@ -14,7 +14,7 @@ mod stop_after;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use pfs_core::{FileJournal, FileStore, Key, OpenOptions, ProtectedFile};
+use pfs_core::{FileStore, Journal, Key, OpenOptions, ProtectedFile};
 use stop_after::StopAfter;
 
 const NODE: usize = 4096;
@@ -103,7 +103,7 @@ const EDITS: [u64; 3] = [3072 + 10, 3072 + 100 * 4096 + 7, 3072 + 200 * 4096 + 4
 /// after the old content was written.
 fn interrupted(host: &Path, writes: usize) -> Vec<u8> {
     let options = OpenOptions::new();
-    let journal = Box::new(FileJournal::for_host_file(host));
+    let journal = Journal::beside(host);
     let mut pf = ProtectedFile::create_with_journal(
         FileStore::new(open_rw(host)),
         Some(journal),
@@ -120,7 +120,7 @@ fn interrupted(host: &Path, writes: usize) -> Vec<u8> {
     assert_eq!(old.len(), 248 * NODE, "spec §3 host size for 1,000,000 bytes");
 
     let store = StopAfter { inner: FileStore::new(open_rw(host)), left: writes };
-    let journal = Box::new(FileJournal::for_host_file(host));
+    let journal = Journal::beside(host);
     let mut pf =
         ProtectedFile::open_with_journal(store, Some(journal), &key(), None, &options).expect("reopen");
     for offset in EDITS {
@@ -252,7 +252,7 @@ fn a_recovery_file_laid_out_as_gramine_writes_it_is_recovered_by_pfs() {
     let refused = ProtectedFile::open(FileStore::new(open_rw(&host)), &key(), None, &options);
     assert!(matches!(refused, Err(pfs_core::Error::RecoveryNeeded)), "{:?}", refused.err());
     // With it, pfs writes every record back and opens the old content.
-    let journal_box = Box::new(FileJournal::for_host_file(&host));
+    let journal_box = Journal::beside(&host);
     let mut pf = ProtectedFile::open_with_journal(
         FileStore::new(open_rw(&host)),
         Some(journal_box),
@@ -284,7 +284,7 @@ fn gramine_pending_flag_vector_without_recovery_file_needs_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let host = dir.path().join("v.pf");
     fs::write(&host, &bytes).unwrap();
-    let journal = Box::new(FileJournal::for_host_file(&host));
+    let journal = Journal::beside(&host);
     let result = ProtectedFile::open_with_journal(
         FileStore::new(open_rw(&host)),
         Some(journal),

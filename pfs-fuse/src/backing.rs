@@ -14,18 +14,24 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode};
 
 /// Suffix of Gramine's recovery ("shadow") files (spec §13); hidden from listings.
-pub const RECOVERY_SUFFIX: &[u8] = b".gramine.recovery";
+pub use pfs_core::recovery::RECOVERY_SUFFIX;
 
-/// The relative path of the recovery file of the host file at `rel`.
+/// The relative path of the recovery file of the host file at `rel`: in the same
+/// directory, named by `pfs_core::recovery::recovery_file_name` (Gramine's name, or a
+/// fixed-length one when that would exceed NAME_MAX).
 pub fn recovery_name(rel: &[u8]) -> Rel {
-    let mut name = rel.to_vec();
-    name.extend_from_slice(RECOVERY_SUFFIX);
-    name
+    let (dir, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(slash) => rel.split_at(slash + 1),
+        None => (&rel[..0], rel),
+    };
+    let mut out = dir.to_vec();
+    out.extend_from_slice(&pfs_core::recovery::recovery_file_name(name));
+    out
 }
 
 /// Whether `name` is one of the names the mount hides.
 pub fn is_hidden(name: &[u8]) -> bool {
-    name.ends_with(RECOVERY_SUFFIX)
+    pfs_core::recovery::is_recovery_file_name(name)
 }
 
 /// A path relative to the backing directory: empty for the root, never a leading `/`.
@@ -132,6 +138,25 @@ impl Backing {
         )
         .map_err(nix_errno)?;
         Ok(File::from(fd))
+    }
+
+    /// Opens the existing recovery file of the host file at `rel` for reading. Anything but
+    /// a regular file is refused (`EINVAL`), and a FIFO planted in its place cannot block.
+    pub fn open_recovery_file_for_reading(&self, rel: &[u8]) -> Result<File, Errno> {
+        let p = Self::cpath(&recovery_name(rel))?;
+        let fd = nix::fcntl::openat(
+            self.dir.as_fd(),
+            p.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(nix_errno)?;
+        let file = File::from(fd);
+        match nix::sys::stat::fstat(&file) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => Ok(file),
+            Ok(_) => Err(Errno::EINVAL),
+            Err(e) => Err(nix_errno(e)),
+        }
     }
 
     /// Lists a host directory, without `.`, `..` and hidden names.

@@ -20,7 +20,7 @@ use pfs_core::{FileStore, OpenOptions, ProtectedFile};
 
 use crate::MountConfig;
 use crate::backing::{Backing, Rel, child, is_hidden, recovery_name};
-use crate::journal::{BackingJournal, JournalName};
+use crate::journal::{JournalName, backing_journal};
 use crate::tables::{HostStamp, Inodes, OpenFile, OpenFiles};
 
 /// Largest write request asked of the kernel (it caps this at `max_pages`, 1 MiB here).
@@ -184,13 +184,12 @@ impl PfsFs {
     }
 
     /// A recovery journal for the host file at `rel`, when the mount keeps them.
-    fn journal_for(&self, rel: &[u8]) -> Option<(Box<dyn pfs_core::RecoveryJournal>, JournalName)> {
+    fn journal_for(&self, rel: &[u8]) -> Option<(pfs_core::Journal, JournalName)> {
         if !self.journaling() {
             return None;
         }
         let name = JournalName::new(rel);
-        let journal = BackingJournal::new(self.backing.clone(), name.clone(), self.cfg.cache_nodes);
-        Some((Box::new(journal), name))
+        Some((backing_journal(self.backing.clone(), name.clone()), name))
     }
 
     /// Opens the protected file in `host` (at `rel`) with the mount's options and, when

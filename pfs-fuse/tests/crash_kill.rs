@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{ChildMount, Rng, TestMount};
+use pfs_core::recovery::is_recovery_file_name;
 use stop_after::StopAfter;
 
 #[test]
@@ -54,7 +55,6 @@ const INLINE: u64 = 3072;
 const NODE: u64 = 4096;
 /// Files never grow beyond this (overwrites only past it).
 const MAX_FILE: u64 = 7 << 20;
-const RECOVERY_SUFFIX: &str = ".gramine.recovery";
 /// The file names the workload uses: a tree four directories deep.
 const NAMES: [&str; 9] = [
     "a.bin",
@@ -284,7 +284,7 @@ fn assert_no_recovery_names(dir: &Path) {
     for entry in fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
-        assert!(!name.ends_with(RECOVERY_SUFFIX), "{} lists {name}", dir.display());
+        assert!(!is_recovery_file_name(name.as_bytes()), "{} lists {name}", dir.display());
         if entry.file_type().unwrap().is_dir() {
             assert_no_recovery_names(&entry.path());
         }
@@ -483,7 +483,7 @@ fn collect_recovery_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_dir() {
             collect_recovery_files(&entry.path(), out);
-        } else if entry.file_name().to_string_lossy().ends_with(RECOVERY_SUFFIX) {
+        } else if is_recovery_file_name(entry.file_name().as_encoded_bytes()) {
             out.push(entry.path());
         }
     }
@@ -521,7 +521,7 @@ fn interrupt_a_flush(t: &TestMount, rel: &str, offset: u64, len: usize) {
     let file = fs::OpenOptions::new().read(true).write(true).open(&host).unwrap();
     // Write 1 is node 0 with the pending flag; write 2 the first run of tree nodes.
     let store = StopAfter { inner: pfs_core::FileStore::new(file), left: 2 };
-    let journal = Box::new(pfs_core::FileJournal::for_host_file(&host));
+    let journal = pfs_core::Journal::beside(&host);
     let mut pf = pfs_core::ProtectedFile::open_with_journal(
         store,
         Some(journal),
@@ -587,7 +587,7 @@ fn recovery_files_follow_renames_and_go_with_unlinks() {
     // The default mount (writeback cache on): an fsync of a file replaced or unlinked while
     // open also makes the kernel set its mtime, which must work on the nameless file.
     let t = TestMount::new();
-    let journal_of = |rel: &str| t.e(&format!("{rel}{RECOVERY_SUFFIX}"));
+    let journal_of = |rel: &str| pfs_core::PathOpener::for_host_file(&t.e(rel)).path().to_owned();
     fs::create_dir(t.p("d")).unwrap();
     let mut f = fs::File::create(t.p("d/a.bin")).unwrap();
     std::io::Write::write_all(&mut f, &vec![1u8; 200_000]).unwrap();

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use pfs_core::layout::{NODE_SIZE, PhysicalNode};
-use pfs_core::{Key, MemJournal, MemStore, NodeStore, OpenOptions, ProtectedFile};
+use pfs_core::{Journal, Key, MemJournal, MemStore, NodeStore, OpenOptions, ProtectedFile};
 
 const KEY: [u8; 16] =
     [0x6c, 0xe2, 0x2a, 0x07, 0x1d, 0x53, 0xb9, 0xdd, 0x19, 0x32, 0x40, 0x53, 0xce, 0xa8, 0x1f, 0x4b];
@@ -66,7 +66,7 @@ fn main() {
         let journal = MemJournal::new();
         let mut file = ProtectedFile::create_with_journal(
             store.clone(),
-            Some(Box::new(journal.clone())),
+            Some(Journal::new(journal.clone())),
             &key,
             b"seed",
             &OpenOptions::new(),

@@ -20,7 +20,7 @@ use std::io;
 use libfuzzer_sys::fuzz_target;
 use pfs_core::layout::{NODE_SIZE, PhysicalNode};
 use pfs_core::recovery::RECORD_SIZE;
-use pfs_core::{Key, MemJournal, MemStore, NodeStore, OpenOptions, PendingWritePolicy, ProtectedFile};
+use pfs_core::{Journal, Key, MemJournal, MemStore, NodeStore, OpenOptions, PendingWritePolicy, ProtectedFile};
 
 const KEY: [u8; 16] =
     [0x6c, 0xe2, 0x2a, 0x07, 0x1d, 0x53, 0xb9, 0xdd, 0x19, 0x32, 0x40, 0x53, 0xce, 0xa8, 0x1f, 0x4b];
@@ -98,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
     let key = Key::from_bytes(KEY);
 
     let opened =
-        ProtectedFile::open_with_journal(store, Some(Box::new(journal.clone())), &key, None, &options);
+        ProtectedFile::open_with_journal(store, Some(Journal::new(journal.clone())), &key, None, &options);
     let Ok(mut file) = opened else { return };
     let size = file.len();
     let mut buf = vec![0u8; 64 << 10];
