@@ -32,6 +32,9 @@ mod common;
 #[path = "../../pfs-core/tests/support/stop_after.rs"]
 mod stop_after;
 
+#[path = "../../pfs-core/tests/support/gramine_writer.rs"]
+mod gramine_writer;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -42,6 +45,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{ChildMount, Rng, TestMount};
+use gramine_writer::{Crash, GramineFile};
 use pfs_core::recovery::is_recovery_file_name;
 use stop_after::StopAfter;
 
@@ -631,4 +635,112 @@ fn recovery_files_follow_renames_and_go_with_unlinks() {
     let mut left = Vec::new();
     collect_recovery_files(&t.enc, &mut left);
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Issue 11, bug 4: a name of 239-255 bytes made the recovery file's name (name +
+/// `.gramine.recovery`) exceed NAME_MAX; its create failed with ENAMETOOLONG, the flush
+/// failed, `cp` saw EIO at close, and after a remount the file was empty. Now such a file
+/// journals under a shortened name (pfs_core::recovery::recovery_file_name), hidden,
+/// following renames and going with unlinks like any recovery file.
+#[test]
+fn names_of_239_to_255_bytes_keep_their_data_across_a_remount() {
+    let mut t = TestMount::new();
+    let names: Vec<String> = [255usize, 239].iter().map(|&n| "n".repeat(n - 4) + ".bin").collect();
+    let data: Vec<Vec<u8>> = (0..names.len() as u64).map(|i| Rng(40 + i).bytes(300_000)).collect();
+    for (name, data) in names.iter().zip(&data) {
+        assert!(name.len() + ".gramine.recovery".len() > 255, "Gramine's name would not fit");
+        let mut f = fs::File::create(t.p(name)).unwrap();
+        std::io::Write::write_all(&mut f, data).unwrap();
+        // A flush that rewrites tree nodes writes the recovery file; an open file keeps it.
+        f.sync_all().unwrap_or_else(|e| panic!("fsync of a {}-byte name: {e}", name.len()));
+        f.write_all_at(&[0xab; 10_000], 100_000).unwrap();
+        f.sync_all().unwrap();
+        let journal = pfs_core::PathOpener::for_host_file(&t.e(name)).path().to_owned();
+        let journal_name = journal.file_name().unwrap().len();
+        assert!(journal.exists() && journal_name <= 255, "no recovery file that fits ({journal_name} bytes)");
+        drop(f);
+    }
+    let listed: Vec<String> =
+        fs::read_dir(&t.plain).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+
+    // Renamed while open (to another long name) and written again: the recovery file moves.
+    let renamed = "r".repeat(251) + ".bin";
+    let f = fs::OpenOptions::new().write(true).open(t.p(&names[0])).unwrap();
+    f.write_all_at(&[0xcd; 10_000], 150_000).unwrap();
+    f.sync_all().unwrap();
+    fs::rename(t.p(&names[0]), t.p(&renamed)).unwrap();
+    let enc = t.enc.clone();
+    let journal_of = |rel: &str| pfs_core::PathOpener::for_host_file(&enc.join(rel)).path().to_owned();
+    assert!(
+        !journal_of(&names[0]).exists() && journal_of(&renamed).exists(),
+        "the recovery file follows the rename"
+    );
+    f.write_all_at(&[0xef; 10_000], 200_000).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut expected = data[0].clone();
+    expected[100_000..110_000].fill(0xab);
+    expected[150_000..160_000].fill(0xcd);
+    expected[200_000..210_000].fill(0xef);
+    let mut second = data[1].clone();
+    second[100_000..110_000].fill(0xab);
+
+    t.remount();
+    let mut left = Vec::new();
+    collect_recovery_files(&t.enc, &mut left);
+    assert!(left.is_empty(), "recovery files outlived their closed files: {left:?}");
+    assert!(fs::read(t.p(&renamed)).unwrap() == expected, "the 255-byte name lost data");
+    assert!(fs::read(t.p(&names[1])).unwrap() == second, "the 239-byte name lost data");
+    t.unmount();
+    assert!(t.decrypt_direct(&renamed) == expected);
+    t.mount(|_| {});
+    // An unlink takes the (emptied) recovery file of an open file with it.
+    let g = fs::OpenOptions::new().write(true).open(t.p(&names[1])).unwrap();
+    g.write_all_at(&[1; 10_000], 0).unwrap();
+    g.sync_all().unwrap();
+    assert!(journal_of(&names[1]).exists());
+    fs::remove_file(t.p(&names[1])).unwrap();
+    assert!(!journal_of(&names[1]).exists(), "the recovery file outlived the unlink");
+    drop(g);
+    let mut left = Vec::new();
+    collect_recovery_files(&t.enc, &mut left);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Issue 13 through the mount: a host file laid out as Gramine leaves it after a completed
+/// flush and a torn metadata-only write, with Gramine's recovery file beside it. The open
+/// is refused (EIO, the reason in the daemon's log), nothing is written, and the other
+/// files of the mount are served.
+#[test]
+fn the_mount_refuses_a_recovery_file_left_by_a_completed_gramine_flush() {
+    let mut t = TestMount::new();
+    fs::write(t.p("other.bin"), b"still served").unwrap();
+    t.unmount();
+    let (base, new) = (Rng(5).bytes(300_000), Rng(6).bytes(300_000));
+    let evicted = 3072 + 48 * 4096;
+    let mut g = GramineFile::create(common::KEY, &t.embedded("s.pf"), 13);
+    g.write(0, &base);
+    g.close();
+    g.write(0, &new[..evicted]);
+    assert!(g.flush(Crash::None));
+    g.write(evicted, &new[evicted..]);
+    assert!(g.flush(Crash::None), "Gramine keeps its recovery file after this flush");
+    g.write(0, &[0xcc; 100]);
+    assert!(!g.flush(Crash::Tear { write: 1, keep: 2048 }));
+    fs::write(t.e("s.pf"), &g.disk).unwrap();
+    let journal = t.e("s.pf.gramine.recovery");
+    fs::write(&journal, g.journal.as_ref().unwrap()).unwrap();
+
+    t.mount(|_| {});
+    let e = fs::read(t.p("s.pf")).unwrap_err();
+    assert_eq!(common::errno(&e), libc::EIO, "{e}");
+    let lines = common::log_lines_with(&["\"s.pf\"", "s.pf.gramine.recovery cannot be applied"]);
+    assert!(!lines.is_empty(), "the daemon's log does not give the reason");
+    assert!(lines[0].contains("roll the file back"), "{}", lines[0]);
+    assert!(common::log_lines_with(&["\"s.pf\"", "recovered"]).is_empty());
+    assert_eq!(fs::read(t.p("other.bin")).unwrap(), b"still served");
+    t.unmount();
+    assert!(fs::read(t.e("s.pf")).unwrap() == g.disk, "the refused open wrote the host file");
+    assert!(fs::read(&journal).unwrap() == *g.journal.as_ref().unwrap(), "the recovery file was touched");
 }
