@@ -8,6 +8,10 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+#[path = "../../tests/support/gramine_writer.rs"]
+mod gramine_writer;
+
+use gramine_writer::{Crash, GramineFile};
 use pfs_core::layout::{NODE_SIZE, PhysicalNode};
 use pfs_core::{Journal, Key, MemJournal, MemStore, NodeStore, OpenOptions, ProtectedFile};
 
@@ -96,6 +100,36 @@ fn main() {
         }
     }
     std::fs::write(journal_dir.join("no_journal_empty"), journal_input(0, &[], &[])).unwrap();
+
+    // Files and recovery files as Gramine leaves them (issue 13), by the spec-derived
+    // writer of the pfs-core tests: a flush interrupted before its final write and torn in
+    // it (the recovery rule applies the file), and a recovery file kept after a completed
+    // flush under a torn metadata-only write (the rule refuses it).
+    let gramine = |seed: u64| {
+        let mut g = GramineFile::create(KEY, b"seed", seed);
+        g.write(0, &old);
+        g.close();
+        g.write(0, &[0x11; 6000]);
+        assert!(g.flush(Crash::None), "the eviction-like flush");
+        g.write(9000, &[0x22; 4000]);
+        g
+    };
+    let mut g = gramine(1);
+    let last = g.writes_of_next_flush();
+    assert!(!g.flush(Crash::Before(last)));
+    let name = "gramine_interrupted_before_final_write";
+    std::fs::write(journal_dir.join(name), journal_input(1, g.journal.as_ref().unwrap(), &g.disk)).unwrap();
+    let mut g = gramine(2);
+    let last = g.writes_of_next_flush();
+    assert!(!g.flush(Crash::Tear { write: last, keep: 2048 }));
+    let name = "gramine_final_write_torn";
+    std::fs::write(journal_dir.join(name), journal_input(1, g.journal.as_ref().unwrap(), &g.disk)).unwrap();
+    let mut g = gramine(3);
+    assert!(g.flush(Crash::None), "Gramine keeps the recovery file");
+    g.write(0, &[0x33; 100]);
+    assert!(!g.flush(Crash::Tear { write: 1, keep: 2048 }));
+    let name = "gramine_stale_journal_torn_metadata";
+    std::fs::write(journal_dir.join(name), journal_input(5, g.journal.as_ref().unwrap(), &g.disk)).unwrap();
 
     // pf_sealed_meta: flags, size, probe offset, root key, root tag, payload.
     let sealed_dir = root.join("pf_sealed_meta");

@@ -1,6 +1,7 @@
 //! `ProtectedFile::open_with_journal` with a hostile host file *and* a hostile recovery
 //! journal (Gramine 1.9's `.gramine.recovery` file, unauthenticated by design), which
-//! exercises `recovery::parse_records` and the write-back of records at open.
+//! exercises `recovery::Journal::scan`, the recovery rule (`recovery::assess`) and the
+//! write-back of records at open.
 //!
 //! Input: `flags: u8`, `journal_len: u32 LE` (clamped), the journal bytes, then the host
 //! file. `flags` bit 0: a journal exists; bit 1: open read-only; bit 2: refuse a pending
