@@ -35,7 +35,7 @@ use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 pub use pfs_core::PendingWritePolicy;
 
 pub use backing::RECOVERY_SUFFIX;
-pub use fs::PfsFs;
+pub use fs::{PfsFs, REGULAR_FILE_LINK_ERRNO};
 
 /// Default node cache per open file in a mount: 1024 nodes (4 MiB). With 256 nodes a
 /// cold 4 KiB random read of a 256 MiB file needed 1.9 host reads (its MHT node had been
