@@ -52,6 +52,14 @@ fn mode(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).mode() & 0o7777
 }
 
+/// Each name has mode `want` through the mount and on the host.
+fn assert_modes(plain: &Path, enc: &Path, modes: &[(&str, u32)]) {
+    for &(name, want) in modes {
+        assert_eq!(mode(&plain.join(name)), want, "{name} through the mount");
+        assert_eq!(mode(&enc.join(name)), want, "{name} on the host");
+    }
+}
+
 #[test]
 fn new_inodes_get_the_mode_asked_for_under_the_callers_umask_only() {
     let (dir, enc, mut mount) = child_mount();
@@ -74,11 +82,11 @@ fn new_inodes_get_the_mode_asked_for_under_the_callers_umask_only() {
          os.mkdir('d2', 0o777)\n\
          os.close(os.open('f2', os.O_CREAT | os.O_WRONLY, 0o666))",
     );
-    for (name, want) in [("d", 0o777), ("f", 0o666), ("p", 0o666), ("s", 0o666), ("d2", 0o775), ("f2", 0o664)]
-    {
-        assert_eq!(mode(&plain.join(name)), want, "{name} through the mount");
-        assert_eq!(mode(&enc.join(name)), want, "{name} on the host");
-    }
+    assert_modes(
+        &plain,
+        &enc,
+        &[("d", 0o777), ("f", 0o666), ("p", 0o666), ("s", 0o666), ("d2", 0o775), ("f2", 0o664)],
+    );
     mount.stop();
 }
 
@@ -105,17 +113,18 @@ fn set_id_bits_asked_for_at_create_are_kept() {
     );
     // As on ext4, mkdir keeps the sticky bit and ignores set-ID bits (a directory gets
     // S_ISGID from its parent only).
-    for (name, want) in [
-        ("suid", 0o4755),
-        ("sgid", 0o2755),
-        ("both", 0o6711),
-        ("sticky", 0o1777),
-        ("not-sgid-dir", 0o775),
-        ("sticky/mine", 0o4750),
-    ] {
-        assert_eq!(mode(&plain.join(name)), want, "{name} through the mount");
-        assert_eq!(mode(&enc.join(name)), want, "{name} on the host");
-    }
+    assert_modes(
+        &plain,
+        &enc,
+        &[
+            ("suid", 0o4755),
+            ("sgid", 0o2755),
+            ("both", 0o6711),
+            ("sticky", 0o1777),
+            ("not-sgid-dir", 0o775),
+            ("sticky/mine", 0o4750),
+        ],
+    );
     let mine = fs::metadata(plain.join("sticky/mine")).unwrap();
     assert_eq!((mine.uid(), mine.gid()), NOBODY, "the caller owns what it creates");
     mount.stop();
@@ -210,6 +219,8 @@ fn fifos_sockets_and_devices_pass_through_as_host_special_files() {
     };
     check(&t);
 
+    // A socket bound through the mount takes connections through the mount.
+    drop(std::os::unix::net::UnixStream::connect(t.p("sock")).unwrap());
     // The FIFO works between two openers through the mount.
     let path = t.p("fifo");
     let writer = std::thread::spawn(move || fs::write(path, b"through the pipe").unwrap());

@@ -12,6 +12,7 @@ use crate::backing::{child, recovery_name};
 use fuser::FileType;
 
 impl PfsFs {
+    /// `rename(parent/name, newparent/newname, RENAME_EXCHANGE)`.
     pub(super) fn do_exchange(
         &self,
         parent: u64,

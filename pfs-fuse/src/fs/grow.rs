@@ -205,8 +205,8 @@ impl PfsFs {
     }
 
     /// Writes `data` at `offset`. A write far past the end grows the file first, with the
-    /// checks of [`grow`](Self::grow); any write ending beyond [`MAX_WRITABLE_SIZE`] answers
-    /// `EFBIG`.
+    /// checks of [`grow`](Self::grow); a write that makes the file larger than
+    /// [`MAX_WRITABLE_SIZE`] answers `EFBIG`.
     pub(super) fn write_checked(
         &self,
         file: &OpenFile,
@@ -215,7 +215,7 @@ impl PfsFs {
         data: &[u8],
     ) -> Result<(), Errno> {
         let end = offset.saturating_add(data.len() as u64);
-        if end > MAX_WRITABLE_SIZE {
+        if end > MAX_WRITABLE_SIZE && end > pf.len() {
             self.check_growth(file, end)?;
         }
         if offset > pf.len().saturating_add(CHECKED_WRITE_GAP) {

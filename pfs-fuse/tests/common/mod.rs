@@ -75,33 +75,31 @@ impl TestMount {
 
     /// Mounts after `adjust` edits the config.
     pub fn with(adjust: impl FnOnce(&mut MountConfig)) -> Self {
-        init_log();
-        let dir = tempfile::tempdir().unwrap();
-        let enc = dir.path().join("enc");
-        let plain = dir.path().join("plain");
-        std::fs::create_dir(&enc).unwrap();
-        std::fs::create_dir(&plain).unwrap();
-        let mut t = TestMount { dir, enc, plain, handle: None, tmpfs: false };
-        t.mount(adjust);
-        t
+        Self::build(None, adjust)
     }
 
     /// Mounts over a backing directory on a tmpfs of `size` (e.g. `"64m"`), for tests whose
     /// writes could otherwise fill the machine's disk, or that need a disk that fills up.
     pub fn on_tmpfs(size: &str, adjust: impl FnOnce(&mut MountConfig)) -> Self {
+        Self::build(Some(size), adjust)
+    }
+
+    fn build(tmpfs: Option<&str>, adjust: impl FnOnce(&mut MountConfig)) -> Self {
         init_log();
         let dir = tempfile::tempdir().unwrap();
         let enc = dir.path().join("enc");
         let plain = dir.path().join("plain");
         std::fs::create_dir(&enc).unwrap();
         std::fs::create_dir(&plain).unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
-            .arg(&enc)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mounting a tmpfs on {} (these tests need root)", enc.display());
-        let mut t = TestMount { dir, enc, plain, handle: None, tmpfs: true };
+        if let Some(size) = tmpfs {
+            let st = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+                .arg(&enc)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mounting a tmpfs on {} (these tests need root)", enc.display());
+        }
+        let mut t = TestMount { dir, enc, plain, handle: None, tmpfs: tmpfs.is_some() };
         t.mount(adjust);
         t
     }
@@ -152,8 +150,17 @@ impl TestMount {
 
 impl Drop for TestMount {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            let _ = h.unmount();
+        if let Some(h) = self.handle.take()
+            && h.unmount().is_err_and(|e| e.kind() == std::io::ErrorKind::ResourceBusy)
+        {
+            // Busy for a moment (see `unmount_when_not_busy`); no panic inside drop.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline
+                && pfs_fuse::unmount(&self.plain, std::time::Duration::from_secs(60))
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ResourceBusy)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         let leftover = mounted_at(&self.plain);
         if leftover {
