@@ -80,6 +80,14 @@ pub struct MountArgs {
     /// Let other users access the mount (FUSE allow_other).
     #[arg(long)]
     pub allow_other: bool,
+    /// How long the kernel may cache a file's attributes (size, mode, owner, times, link
+    /// count), in seconds. Changes made through the mount are always seen at once; 0 also
+    /// shows changes made to BACKING by others at once, at a cost (docs/FUSE.md).
+    #[arg(long, value_name = "SECS", default_value_t = pfs_fuse::DEFAULT_ATTR_TTL.as_secs_f64(), value_parser = parse_secs)]
+    pub attr_timeout: f64,
+    /// How long the kernel may cache a name's lookup, in seconds (as --attr-timeout).
+    #[arg(long, value_name = "SECS", default_value_t = pfs_fuse::DEFAULT_ENTRY_TTL.as_secs_f64(), value_parser = parse_secs)]
+    pub entry_timeout: f64,
     /// Log more (debug level).
     #[arg(short = 'v', long)]
     pub verbose: bool,
@@ -100,6 +108,13 @@ pub struct UmountArgs {
     /// Seconds to wait for the daemon to finish its final flush.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+    }
 }
 
 fn read_key(path: &Path) -> anyhow::Result<pfs_core::Key> {
@@ -162,6 +177,8 @@ pub fn run_mount(args: &MountArgs) -> anyhow::Result<()> {
     cfg.path_check = !args.no_path_check;
     cfg.threads = args.threads.max(1);
     cfg.allow_other = args.allow_other;
+    cfg.attr_ttl = Duration::from_secs_f64(args.attr_timeout);
+    cfg.entry_ttl = Duration::from_secs_f64(args.entry_timeout);
     if args.ignore_pending_write {
         cfg.pending_write = pfs_fuse::PendingWritePolicy::Ignore;
     }
@@ -194,6 +211,8 @@ fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
     }
     cmd.arg("--cache-nodes").arg(args.cache_nodes.to_string());
     cmd.arg("--threads").arg(args.threads.to_string());
+    cmd.arg("--attr-timeout").arg(args.attr_timeout.to_string());
+    cmd.arg("--entry-timeout").arg(args.entry_timeout.to_string());
     for (on, flag) in [
         (args.read_only, "--read-only"),
         (args.no_path_check, "--no-path-check"),
@@ -265,6 +284,11 @@ mod tests {
         assert!(!t.m.no_recovery && t.m.write_barriers, "recovery is on by default");
         let both = T::try_parse_from(["pfs", "-w", "k", "--no-recovery", "--write-barriers", "e", "p"]);
         assert!(both.is_err(), "barriers without a journal make no sense");
+        assert_eq!((t.m.attr_timeout, t.m.entry_timeout), (1.0, 1.0), "1 s TTLs by default");
+        let t0 = T::parse_from(["pfs", "-w", "k", "--attr-timeout", "0", "--entry-timeout", "0.5", "e", "p"]);
+        assert_eq!((t0.m.attr_timeout, t0.m.entry_timeout), (0.0, 0.5));
+        assert!(T::try_parse_from(["pfs", "-w", "k", "--attr-timeout", "-1", "e", "p"]).is_err());
+        assert!(T::try_parse_from(["pfs", "-w", "k", "--entry-timeout", "nan", "e", "p"]).is_err());
         assert_eq!(t.m.backing, PathBuf::from("enc"));
         assert_eq!(t.m.mountpoint, PathBuf::from("plain"));
     }

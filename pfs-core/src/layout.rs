@@ -37,6 +37,12 @@ pub const GRAMINE_CACHE_NODES: usize = 48;
 /// far from `u64` overflow (2^62 bytes is about 4.6 EB).
 pub const MAX_PLAINTEXT_SIZE: u64 = 1 << 62;
 
+/// Largest plaintext size a writer lets a file grow to (by a write, a truncate or an
+/// allocation): 16 TiB, ext4's own file-size limit. The format has no holes (spec §3), so
+/// growing a file writes every node up to its new end: without a bound a truncate to 1 PB
+/// would try to write 1 PB. Files found larger (up to [`MAX_PLAINTEXT_SIZE`]) are still read.
+pub const MAX_WRITABLE_SIZE: u64 = 1 << 44;
+
 /// A logical data node index `d`; data node `d` holds plaintext `3072 + 4096·d ..`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DataNode(pub u64);
@@ -155,6 +161,12 @@ pub fn host_node_count(size: u64) -> u64 {
     1 + mht_node_count(size) + data_node_count(size)
 }
 
+/// Size in bytes of the host file Gramine leaves for `size` plaintext bytes (spec §3): what
+/// growing a file to `size` makes the host hold.
+pub fn host_file_size(size: u64) -> u64 {
+    host_node_count(size).saturating_mul(NODE_SIZE_U64)
+}
+
 /// Depth of the MHT for `size` plaintext bytes: 0 = metadata only, 1 = root only, ...
 pub fn tree_depth(size: u64) -> u32 {
     match mht_node_count(size) {
@@ -271,6 +283,7 @@ mod tests {
             (396_289, 409_600),
         ] {
             assert_eq!(host_node_count(size) * NODE_SIZE_U64, bytes, "size {size}");
+            assert_eq!(host_file_size(size), bytes, "size {size}");
         }
     }
 

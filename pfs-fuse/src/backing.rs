@@ -204,6 +204,37 @@ impl Backing {
             .map_err(nix_errno)
     }
 
+    /// `renameat2` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, `RENAME_WHITEOUT`),
+    /// within the backing directory.
+    pub fn rename_with(&self, from: &[u8], to: &[u8], flags: nix::fcntl::RenameFlags) -> Result<(), Errno> {
+        let a = Self::cpath(from)?;
+        let b = Self::cpath(to)?;
+        nix::fcntl::renameat2(self.dir.as_fd(), a.as_c_str(), self.dir.as_fd(), b.as_c_str(), flags)
+            .map_err(nix_errno)
+    }
+
+    /// `mknodat`: a FIFO, socket or device node (`mode` holds the type and permission bits).
+    pub fn mknod(&self, rel: &[u8], mode: u32, dev: libc::dev_t) -> Result<(), Errno> {
+        let p = Self::cpath(rel)?;
+        let kind = nix::sys::stat::SFlag::from_bits_truncate(mode & libc::S_IFMT);
+        nix::sys::stat::mknodat(
+            self.dir.as_fd(),
+            p.as_c_str(),
+            kind,
+            Mode::from_bits_truncate(mode & 0o7777),
+            dev,
+        )
+        .map_err(nix_errno)
+    }
+
+    /// `linkat` without following a symlink: `to` becomes another name of `from`.
+    pub fn link(&self, from: &[u8], to: &[u8]) -> Result<(), Errno> {
+        let a = Self::cpath(from)?;
+        let b = Self::cpath(to)?;
+        nix::unistd::linkat(self.dir.as_fd(), a.as_c_str(), self.dir.as_fd(), b.as_c_str(), AtFlags::empty())
+            .map_err(nix_errno)
+    }
+
     /// `symlinkat`: creates a host symlink holding `target` verbatim.
     pub fn symlink(&self, target: &Path, rel: &[u8]) -> Result<(), Errno> {
         let p = Self::cpath(rel)?;
@@ -216,14 +247,16 @@ impl Backing {
         nix::fcntl::readlinkat(self.dir.as_fd(), p.as_c_str()).map_err(nix_errno)
     }
 
-    /// `fchmodat` (never follows a symlink).
+    /// `fchmodat` without following a symlink (a host symlink put in place of a name must
+    /// never let a chmod reach outside the backing directory); a symlink itself gets
+    /// `EOPNOTSUPP`, as Linux answers `lchmod`.
     pub fn chmod(&self, rel: &[u8], mode: u32) -> Result<(), Errno> {
         let p = Self::cpath(rel)?;
         nix::sys::stat::fchmodat(
             self.dir.as_fd(),
             p.as_c_str(),
             Mode::from_bits_truncate(mode & 0o7777),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
         )
         .map_err(nix_errno)
     }

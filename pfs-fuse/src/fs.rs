@@ -23,6 +23,13 @@ use crate::backing::{Backing, Rel, child, is_hidden, recovery_name};
 use crate::journal::{JournalName, backing_journal};
 use crate::tables::{HostStamp, Inodes, OpenFile, OpenFiles};
 
+mod exchange;
+mod grow;
+mod owner;
+mod special;
+
+pub use special::REGULAR_FILE_LINK_ERRNO;
+
 /// Largest write request asked of the kernel (it caps this at `max_pages`, 1 MiB here).
 const MAX_WRITE: u32 = 1 << 20;
 
@@ -55,6 +62,9 @@ fn errno_name(e: Errno) -> String {
         libc::EFBIG => "EFBIG".into(),
         libc::ENAMETOOLONG => "ENAMETOOLONG".into(),
         libc::ENOSPC => "ENOSPC".into(),
+        libc::EMLINK => "EMLINK".into(),
+        libc::EPERM => "EPERM".into(),
+        libc::EOPNOTSUPP => "EOPNOTSUPP".into(),
         c => format!("errno {c}"),
     }
 }
@@ -64,6 +74,9 @@ type Listing = Arc<Vec<(Vec<u8>, FileType)>>;
 
 /// A file moved by rename with the embedded path it had before.
 type Rebound = (Arc<OpenFile>, Vec<u8>);
+
+/// A file rebound for a rename: the open file, the embedded path it had, its new name.
+type Moved = (Arc<OpenFile>, Vec<u8>, Rel);
 
 #[derive(Debug, Default)]
 struct DirHandles {
@@ -109,7 +122,7 @@ fn attr(ino: u64, st: &FileStat, size: u64) -> FileAttr {
         nlink: st.st_nlink as u32,
         uid: st.st_uid,
         gid: st.st_gid,
-        rdev: st.st_rdev as u32,
+        rdev: special::fuse_rdev(st.st_rdev),
         blksize: 4096,
         flags: 0,
     }
@@ -168,6 +181,25 @@ impl PfsFs {
     /// The path `rel` is bound to inside protected files.
     fn embedded(&self, rel: &[u8]) -> Vec<u8> {
         self.cfg.embedded_path(rel)
+    }
+
+    /// Refuses a name whose embedded path would not fit the format's path field
+    /// (`pfs_core::layout::MAX_PATH_LEN`, 771 bytes), with a log line giving the rule.
+    fn check_embedded_len(&self, rel: &[u8], op: &str) -> Result<(), Errno> {
+        let len = self.embedded(rel).len();
+        if len <= pfs_core::layout::MAX_PATH_LEN {
+            return Ok(());
+        }
+        // embedded(REL) = normalize(BASE)/REL, so REL may have this many bytes.
+        let room = pfs_core::layout::MAX_PATH_LEN.saturating_sub(self.embedded(b"").len() + 1);
+        warn!(
+            "{op} {:?}: refused (ENAMETOOLONG): its embedded path would be {len} bytes, and a \
+             protected file holds at most {} (the embedded path is normalize(BACKING)/REL, so a \
+             path inside this mount may have at most {room} bytes)",
+            show(rel),
+            pfs_core::layout::MAX_PATH_LEN
+        );
+        Err(Errno::ENAMETOOLONG)
     }
 
     fn options(&self) -> OpenOptions {
@@ -372,7 +404,7 @@ impl PfsFs {
         }
         let rel = child(&self.rel(parent)?, name);
         let st = self.backing.stat(&rel)?;
-        let ino = lock(&self.inodes).lookup(&rel);
+        let ino = self.inode_for(&rel, &st);
         Ok(attr(ino, &st, self.plain_size(ino, &rel, &st)))
     }
 
@@ -412,26 +444,46 @@ impl PfsFs {
     ) -> CreateResult {
         self.writable()?;
         let name = Self::check_name(name)?;
-        let _ns = self.namespace.read().unwrap_or_else(|p| p.into_inner());
-        let rel = child(&self.rel(parent)?, name);
-        let host = match self.backing.create_file(&rel, mode & !umask) {
-            Ok(h) => h,
+        match self.create_protected(req, parent, name, mode & 0o7777 & !umask) {
+            Ok((ino, file, st)) => {
+                let fh = lock(&self.open).insert(file);
+                Ok((attr(ino, &st, 0), fh, FopenFlags::empty()))
+            }
             Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {
-                drop(_ns);
                 let attr = self.do_lookup(parent, OsStr::from_bytes(name))?;
                 let ino = attr.ino.0;
-                return match self.do_open(ino, OpenFlags(flags)) {
+                match self.do_open(ino, OpenFlags(flags)) {
                     Ok((fh, fl)) => Ok((attr, fh, fl)),
                     Err(e) => {
                         lock(&self.inodes).forget(ino, 1);
                         Err(e)
                     }
-                };
+                }
             }
-            Err(e) => return Err(e),
-        };
-        if nix::unistd::geteuid().is_root() {
-            let _ = std::os::unix::fs::fchown(&host, Some(req.uid()), Some(req.gid()));
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates `name` in `parent` as a new, empty protected file with permission bits
+    /// `mode` (the caller's umask applied), owned by the caller, and opens it. Fails with
+    /// `EEXIST`, leaving the existing file alone, if the name is taken.
+    fn create_protected(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+    ) -> Result<(u64, Arc<OpenFile>, FileStat), Errno> {
+        let _ns = self.namespace.read().unwrap_or_else(|p| p.into_inner());
+        let parent_rel = self.rel(parent)?;
+        let rel = child(&parent_rel, name);
+        let host = self.backing.create_file(&rel, mode)?;
+        let settled = self.check_embedded_len(&rel, "create").and_then(|()| {
+            self.settle_new(req, &parent_rel, owner::NewInode::File(&host), Some(mode), false)
+        });
+        if let Err(e) = settled {
+            let _ = self.backing.unlink(&rel, false);
+            return Err(e);
         }
         let ino = lock(&self.inodes).lookup(&rel);
         let (journal, journal_name) = self.journal_for(&rel).unzip();
@@ -461,9 +513,7 @@ impl PfsFs {
         let slot = lock(&self.open).slot(ino);
         *lock(&slot) = Arc::downgrade(&file);
         let st = nix::sys::stat::fstat(&file.host).map_err(|e| Errno::from_i32(e as i32))?;
-        let a = attr(ino, &st, 0);
-        let fh = lock(&self.open).insert(file);
-        Ok((a, fh, FopenFlags::empty()))
+        Ok((ino, file, st))
     }
 
     fn with_fh<T>(
@@ -486,21 +536,16 @@ impl PfsFs {
             self.writable()?;
         }
         if let Some(size) = a.size {
-            let set = |file: &OpenFile, pf: &mut ProtectedFile<FileStore>| {
-                pf.set_len(size)?;
-                file.set_size(size);
-                Ok(())
-            };
             match a.fh {
-                Some(fh) => self.with_fh(ino, fh, set, "truncate")?,
+                Some(fh) => {
+                    let file = lock(&self.open).get(fh, ino)?;
+                    self.resize(&file, size)?;
+                }
                 None => {
                     let _ns = self.namespace.read().unwrap_or_else(|p| p.into_inner());
                     let rel = self.rel(ino)?;
                     let file = self.open_file(ino, &rel)?;
-                    let r = {
-                        let mut pf = lock(&file.pf);
-                        set(&file, &mut pf).map_err(|e| self.pf_errno(ino, &rel, "truncate", &e))
-                    };
+                    let r = self.resize(&file, size);
                     self.put_file(file, &rel)?;
                     r?;
                 }
@@ -577,12 +622,11 @@ impl PfsFs {
         self.writable()?;
         let name = Self::check_name(name)?;
         let _ns = self.namespace.read().unwrap_or_else(|p| p.into_inner());
-        let rel = child(&self.rel(parent)?, name);
-        self.backing.mkdir(&rel, mode & !umask)?;
-        if nix::unistd::geteuid().is_root() {
-            let _ = self.backing.chown(&rel, Some(req.uid()), Some(req.gid()));
-        }
-        let st = self.backing.stat(&rel)?;
+        let parent_rel = self.rel(parent)?;
+        let rel = child(&parent_rel, name);
+        let mode = mode & 0o7777 & !umask;
+        self.backing.mkdir(&rel, mode)?;
+        let st = self.settle_new(req, &parent_rel, owner::NewInode::Path(&rel), Some(mode), true)?;
         let ino = lock(&self.inodes).lookup(&rel);
         Ok(attr(ino, &st, st.st_size as u64))
     }
@@ -650,9 +694,18 @@ impl PfsFs {
             }
         };
         let old_path = lock(&file.pf).path().to_vec();
+        // A rename changes no content: the metadata rewrite must not show as a new mtime.
+        let times = nix::sys::stat::fstat(&file.host).ok();
         lock(&file.pf)
             .rename(&self.embedded(to))
             .map_err(|e| self.pf_errno(file.ino, from, "rename (rewriting the embedded path)", &e))?;
+        if let Some(st) = times {
+            let _ = nix::sys::stat::futimens(
+                &file.host,
+                &nix::sys::time::TimeSpec::new(st.st_atime, st.st_atime_nsec),
+                &nix::sys::time::TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+            );
+        }
         Ok(Some((file, old_path)))
     }
 
@@ -669,6 +722,68 @@ impl PfsFs {
         Ok(())
     }
 
+    /// The protected files a rename of `from` (with attributes `st`) to `to` rebinds: the
+    /// file itself, or every regular file below a directory, each with its new name.
+    fn files_to_rebind(&self, st: &FileStat, from: &[u8], to: &[u8]) -> Result<Vec<(Rel, Rel)>, Errno> {
+        Ok(match kind_of(st) {
+            FileType::RegularFile => vec![(from.to_vec(), to.to_vec())],
+            FileType::Directory => {
+                let mut files = Vec::new();
+                self.regular_files_below(from, &mut files)?;
+                files
+                    .into_iter()
+                    .map(|f| {
+                        let mut t = to.to_vec();
+                        t.extend_from_slice(&f[from.len()..]);
+                        (f, t)
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    /// Rewrites the embedded path of every file of `pairs` (from, to), all or nothing:
+    /// the paths are checked against the format's limit first, and a failure restores the
+    /// files already rebound.
+    fn rebind_all(&self, pairs: &[(Rel, Rel)]) -> Result<Vec<Moved>, Errno> {
+        for (_, t) in pairs {
+            self.check_embedded_len(t, "rename to")?;
+        }
+        let mut moved = Vec::new();
+        for (f, t) in pairs {
+            match self.rebind(f, t) {
+                Ok(Some((file, old))) => moved.push((file, old, t.clone())),
+                Ok(None) => {}
+                Err(e) => {
+                    self.undo_rebinds(moved);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Gives rebound files their old embedded paths back (the host rename failed).
+    fn undo_rebinds(&self, moved: Vec<Moved>) {
+        for (file, old_path, rel) in moved {
+            if let Err(e) = lock(&file.pf).rename(&old_path) {
+                error!("{:?}: could not restore the embedded path after a failed rename: {e}", show(&rel));
+            }
+            let _ = self.put_file(file, &rel);
+        }
+    }
+
+    /// After the host rename: the journals of rebound files follow their new names.
+    fn finish_rebinds(&self, moved: Vec<Moved>) {
+        for (file, _, rel) in moved {
+            if let Some(journal) = &file.journal {
+                journal.moved_to(&rel);
+            }
+            let _ = self.put_file(file, &rel);
+        }
+    }
+
     fn do_rename(
         &self,
         parent: u64,
@@ -683,8 +798,15 @@ impl PfsFs {
             return Err(Errno::ENOENT);
         }
         let newname = Self::check_name(newname)?;
-        if flags.bits() & libc::RENAME_EXCHANGE != 0 || flags.bits() & libc::RENAME_WHITEOUT != 0 {
+        let bits = flags.bits();
+        if bits & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT) != 0 {
             return Err(Errno::EINVAL);
+        }
+        if bits & libc::RENAME_EXCHANGE != 0 {
+            if bits != libc::RENAME_EXCHANGE {
+                return Err(Errno::EINVAL);
+            }
+            return self.do_exchange(parent, name_b, newparent, newname);
         }
         let _ns = self.namespace.write().unwrap_or_else(|p| p.into_inner());
         let from = child(&self.rel(parent)?, name_b);
@@ -694,53 +816,28 @@ impl PfsFs {
         }
         let st = self.backing.stat(&from)?;
         let target = self.backing.stat(&to);
-        if flags.bits() & libc::RENAME_NOREPLACE != 0 && target.is_ok() {
+        if bits & libc::RENAME_NOREPLACE != 0 && target.is_ok() {
             return Err(Errno::EEXIST);
         }
-        // Embedded paths first, then the host rename; undone if the host rename fails.
-        let mut moved: Vec<(Arc<OpenFile>, Vec<u8>, Rel)> = Vec::new();
-        let pairs: Vec<(Rel, Rel)> = match kind_of(&st) {
-            FileType::RegularFile => vec![(from.clone(), to.clone())],
-            FileType::Directory => {
-                if to.starts_with(&from) && to.get(from.len()) == Some(&b'/') {
-                    return Err(Errno::EINVAL);
-                }
-                let mut files = Vec::new();
-                self.regular_files_below(&from, &mut files)?;
-                files
-                    .into_iter()
-                    .map(|f| {
-                        let mut t = to.clone();
-                        t.extend_from_slice(&f[from.len()..]);
-                        (f, t)
-                    })
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
-        let undo = |moved: Vec<(Arc<OpenFile>, Vec<u8>, Rel)>| {
-            for (file, old_path, rel) in moved {
-                if let Err(e) = lock(&file.pf).rename(&old_path) {
-                    error!(
-                        "{:?}: could not restore the embedded path after a failed rename: {e}",
-                        show(&rel)
-                    );
-                }
-                let _ = self.put_file(file, &rel);
-            }
-        };
-        for (f, t) in &pairs {
-            match self.rebind(f, t) {
-                Ok(Some((file, old))) => moved.push((file, old, t.clone())),
-                Ok(None) => {}
-                Err(e) => {
-                    undo(moved);
-                    return Err(e);
-                }
-            }
+        if let Ok(t) = &target
+            && (t.st_ino, t.st_dev) == (st.st_ino, st.st_dev)
+        {
+            // Two names of one file: POSIX says rename does nothing.
+            return Ok(());
         }
-        if let Err(e) = self.backing.rename(&from, &to) {
-            undo(moved);
+        if kind_of(&st) == FileType::Directory && to.starts_with(&from) && to.get(from.len()) == Some(&b'/') {
+            return Err(Errno::EINVAL);
+        }
+        // Embedded paths first, then the host rename; undone if the host rename fails.
+        let pairs = self.files_to_rebind(&st, &from, &to)?;
+        let moved = self.rebind_all(&pairs)?;
+        let host = if bits == 0 {
+            self.backing.rename(&from, &to)
+        } else {
+            self.backing.rename_with(&from, &to, nix::fcntl::RenameFlags::from_bits_truncate(bits))
+        };
+        if let Err(e) = host {
+            self.undo_rebinds(moved);
             return Err(e);
         }
         if kind_of(&st) == FileType::RegularFile {
@@ -761,12 +858,7 @@ impl PfsFs {
             }
         }
         lock(&self.inodes).rename(&from, &to);
-        for (file, _, rel) in moved {
-            if let Some(journal) = &file.journal {
-                journal.moved_to(&rel);
-            }
-            let _ = self.put_file(file, &rel);
-        }
+        self.finish_rebinds(moved);
         Ok(())
     }
 
@@ -893,19 +985,18 @@ impl Filesystem for PfsFs {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _m: u32,
-        _u: u32,
-        _r: u32,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        warn!(
-            "mknod {:?} in inode {}: refused (EPERM): only regular files, directories and symlinks",
-            name, parent.0
-        );
-        reply.error(Errno::EPERM);
+        match self.do_mknod(req, parent.0, name, mode, umask, rdev) {
+            Ok(a) => reply.entry_with_ttls(&self.cfg.attr_ttl, &self.cfg.entry_ttl, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
@@ -929,14 +1020,15 @@ impl Filesystem for PfsFs {
         }
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let r = (|| {
             self.writable()?;
             let name = Self::check_name(link_name)?;
             let _ns = self.namespace.read().unwrap_or_else(|p| p.into_inner());
-            let rel = child(&self.rel(parent.0)?, name);
+            let parent_rel = self.rel(parent.0)?;
+            let rel = child(&parent_rel, name);
             self.backing.symlink(target, &rel)?;
-            let st = self.backing.stat(&rel)?;
+            let st = self.settle_new(req, &parent_rel, owner::NewInode::Path(&rel), None, false)?;
             let ino = lock(&self.inodes).lookup(&rel);
             Ok(attr(ino, &st, st.st_size as u64))
         })();
@@ -962,12 +1054,11 @@ impl Filesystem for PfsFs {
         }
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, _newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        warn!(
-            "link {:?} to inode {}: refused (EPERM): a protected file is bound to one path, so hard links are not supported",
-            newname, ino.0
-        );
-        reply.error(Errno::EPERM);
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match self.do_link(ino.0, newparent.0, newname) {
+            Ok(a) => reply.entry_with_ttls(&self.cfg.attr_ttl, &self.cfg.entry_ttl, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -1027,16 +1118,8 @@ impl Filesystem for PfsFs {
             reply.error(Errno::EROFS);
             return;
         }
-        let r = self.with_fh(
-            ino.0,
-            fh.0,
-            |file, pf| {
-                pf.write_at(offset, data)?;
-                file.set_size(pf.len());
-                Ok(())
-            },
-            "write",
-        );
+        let file = lock(&self.open).get(fh.0, ino.0);
+        let r = file.and_then(|file| self.write_checked(&file, &mut lock(&file.pf), offset, data));
         match r {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
@@ -1245,24 +1328,7 @@ impl Filesystem for PfsFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        if mode != 0 {
-            reply.error(Errno::from_i32(libc::EOPNOTSUPP));
-            return;
-        }
-        let r = self.with_fh(
-            ino.0,
-            fh.0,
-            |file, pf| {
-                let end = offset.saturating_add(length);
-                if end > pf.len() {
-                    pf.set_len(end)?;
-                    file.set_size(end);
-                }
-                Ok(())
-            },
-            "fallocate",
-        );
-        match r {
+        match self.do_fallocate(ino.0, fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

@@ -35,7 +35,7 @@ use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 pub use pfs_core::PendingWritePolicy;
 
 pub use backing::RECOVERY_SUFFIX;
-pub use fs::PfsFs;
+pub use fs::{PfsFs, REGULAR_FILE_LINK_ERRNO};
 
 /// Default node cache per open file in a mount: 1024 nodes (4 MiB). With 256 nodes a
 /// cold 4 KiB random read of a 256 MiB file needed 1.9 host reads (its MHT node had been
@@ -50,6 +50,16 @@ pub const DEFAULT_MOUNT_CACHE_NODES: usize = 1024;
 /// write, in order); a power loss mid-flush may leave a file refused or partly unreadable
 /// (detected, never silently wrong).
 pub const DEFAULT_WRITE_BARRIERS: bool = false;
+
+/// Default of [`MountConfig::attr_ttl`]: 1 s. Every operation through the mount that
+/// changes an inode's attributes answers with the new ones or makes the kernel drop its copy
+/// (every name of a hard-linked file is one inode of the mount), so the TTL only bounds how
+/// long a change made to the backing directory by others stays unseen. TTL 0 cost
+/// measured in docs/FUSE.md ("Attribute and entry cache").
+pub const DEFAULT_ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// Default of [`MountConfig::entry_ttl`]: 1 s, for the reasons of [`DEFAULT_ATTR_TTL`].
+pub const DEFAULT_ENTRY_TTL: Duration = Duration::from_secs(1);
 
 /// Everything a mount needs. Build with [`MountConfig::new`] and adjust the fields.
 #[derive(Debug)]
@@ -100,7 +110,8 @@ pub struct MountConfig {
 }
 
 impl MountConfig {
-    /// Defaults: read-write, path check on, recovery file on, 2 threads, writeback cache, 1 s TTLs,
+    /// Defaults: read-write, path check on, recovery file on, 2 threads, writeback cache,
+    /// [`DEFAULT_ATTR_TTL`] and [`DEFAULT_ENTRY_TTL`],
     /// [`DEFAULT_MOUNT_CACHE_NODES`] cached nodes per open file.
     pub fn new(backing: impl Into<PathBuf>, key: pfs_core::Key) -> Self {
         MountConfig {
@@ -116,8 +127,8 @@ impl MountConfig {
             write_barriers: DEFAULT_WRITE_BARRIERS,
             threads: 2,
             writeback_cache: true,
-            attr_ttl: Duration::from_secs(1),
-            entry_ttl: Duration::from_secs(1),
+            attr_ttl: DEFAULT_ATTR_TTL,
+            entry_ttl: DEFAULT_ENTRY_TTL,
             allow_other: false,
             readahead_kb: Some(1024),
         }

@@ -45,12 +45,22 @@ impl HostStamp {
 /// One inode known to the kernel.
 #[derive(Debug)]
 pub struct Inode {
-    /// Where it lives under the backing directory; `None` once unlinked or replaced.
-    pub rel: Option<Rel>,
+    /// Its names under the backing directory, the first one used to reach it; empty once
+    /// unlinked or replaced. Only a content-free file (symlink, FIFO, socket, device) has
+    /// more than one: a protected file is bound to one path, so it is never hard-linked.
+    names: Vec<Rel>,
+    /// The host inode, for a content-free file with hard links (see [`Inodes::lookup_linked`]).
+    host: Option<u64>,
     /// The kernel's lookup count.
     pub lookups: u64,
     /// The host file as this daemon last left it (for `FOPEN_KEEP_CACHE`).
     pub cached_stamp: Option<HostStamp>,
+}
+
+impl Inode {
+    fn new(rel: &[u8], host: Option<u64>) -> Self {
+        Inode { names: vec![rel.to_vec()], host, lookups: 1, cached_stamp: None }
+    }
 }
 
 /// Inode numbers ↔ relative paths. Numbers are never reused within a mount.
@@ -58,6 +68,10 @@ pub struct Inode {
 pub struct Inodes {
     by_ino: HashMap<u64, Inode>,
     by_path: HashMap<Rel, u64>,
+    /// Host inode → inode, for the hard-linked content-free files the kernel knows, so that
+    /// every name of one host inode is one inode of the mount (same `st_ino`, one
+    /// attribute cache).
+    by_host: HashMap<u64, u64>,
     next: u64,
 }
 
@@ -65,15 +79,17 @@ impl Inodes {
     /// A table holding only the root.
     pub fn new() -> Self {
         let mut by_ino = HashMap::new();
-        by_ino.insert(ROOT_INO, Inode { rel: Some(Vec::new()), lookups: u64::MAX / 2, cached_stamp: None });
+        let mut root = Inode::new(b"", None);
+        root.lookups = u64::MAX / 2;
+        by_ino.insert(ROOT_INO, root);
         let mut by_path = HashMap::new();
         by_path.insert(Vec::new(), ROOT_INO);
-        Inodes { by_ino, by_path, next: ROOT_INO + 1 }
+        Inodes { by_ino, by_path, by_host: HashMap::new(), next: ROOT_INO + 1 }
     }
 
-    /// The relative path of `ino`, or ENOENT.
+    /// The relative path of `ino` (its first name), or ENOENT.
     pub fn rel(&self, ino: u64) -> Result<Rel, Errno> {
-        self.by_ino.get(&ino).and_then(|i| i.rel.clone()).ok_or(Errno::ENOENT)
+        self.by_ino.get(&ino).and_then(|i| i.names.first().cloned()).ok_or(Errno::ENOENT)
     }
 
     /// The inode at `rel`, if the kernel knows it.
@@ -99,10 +115,59 @@ impl Inodes {
             inode.lookups = inode.lookups.saturating_add(1);
             return ino;
         }
+        self.allocate(rel, None)
+    }
+
+    /// The inode the kernel knows for host inode `host` (a hard-linked content-free file),
+    /// with its first name, for the caller to confirm before [`lookup_linked`](Self::lookup_linked).
+    pub fn linked_name(&self, host: u64) -> Option<(u64, Rel)> {
+        let ino = *self.by_host.get(&host)?;
+        let name = self.by_ino.get(&ino)?.names.first()?.clone();
+        Some((ino, name))
+    }
+
+    /// [`lookup`](Self::lookup) of a content-free file whose host inode `host` has more
+    /// than one name. A name not seen yet joins inode `confirmed`: the inode of another
+    /// name of `host`, which the caller checked is still that host inode (a name may have
+    /// been removed outside the mount, and its host inode number reused).
+    pub fn lookup_linked(&mut self, rel: &[u8], host: u64, confirmed: Option<u64>) -> u64 {
+        if self.by_path.contains_key(rel) {
+            return self.lookup(rel);
+        }
+        if let Some(ino) = confirmed
+            && self.by_host.get(&host) == Some(&ino)
+            && let Some(inode) = self.by_ino.get_mut(&ino)
+        {
+            inode.names.push(rel.to_vec());
+            inode.lookups = inode.lookups.saturating_add(1);
+            self.by_path.insert(rel.to_vec(), ino);
+            return ino;
+        }
+        self.allocate(rel, Some(host))
+    }
+
+    /// A new hard link `rel` to `ino` (made through the mount): one more name, one more
+    /// kernel lookup.
+    pub fn link(&mut self, ino: u64, rel: &[u8], host: u64) {
+        self.detach(rel);
+        let Some(inode) = self.by_ino.get_mut(&ino) else { return };
+        inode.names.push(rel.to_vec());
+        inode.lookups = inode.lookups.saturating_add(1);
+        if inode.host.is_none() {
+            inode.host = Some(host);
+        }
+        self.by_host.insert(host, ino);
+        self.by_path.insert(rel.to_vec(), ino);
+    }
+
+    fn allocate(&mut self, rel: &[u8], host: Option<u64>) -> u64 {
         let ino = self.next;
         self.next += 1;
-        self.by_ino.insert(ino, Inode { rel: Some(rel.to_vec()), lookups: 1, cached_stamp: None });
+        self.by_ino.insert(ino, Inode::new(rel, host));
         self.by_path.insert(rel.to_vec(), ino);
+        if let Some(host) = host {
+            self.by_host.insert(host, ino);
+        }
         ino
     }
 
@@ -113,13 +178,23 @@ impl Inodes {
         }
         let Some(inode) = self.by_ino.get_mut(&ino) else { return };
         inode.lookups = inode.lookups.saturating_sub(n);
-        if inode.lookups == 0 {
-            if let Some(rel) = &inode.rel
-                && self.by_path.get(rel) == Some(&ino)
-            {
-                self.by_path.remove(rel);
+        if inode.lookups == 0
+            && let Some(inode) = self.by_ino.remove(&ino)
+        {
+            for name in &inode.names {
+                if self.by_path.get(name) == Some(&ino) {
+                    self.by_path.remove(name);
+                }
             }
-            self.by_ino.remove(&ino);
+            self.forget_host(inode.host, ino);
+        }
+    }
+
+    fn forget_host(&mut self, host: Option<u64>, ino: u64) {
+        if let Some(host) = host
+            && self.by_host.get(&host) == Some(&ino)
+        {
+            self.by_host.remove(&host);
         }
     }
 
@@ -128,13 +203,31 @@ impl Inodes {
         if let Some(ino) = self.by_path.remove(rel)
             && let Some(inode) = self.by_ino.get_mut(&ino)
         {
-            inode.rel = None;
+            inode.names.retain(|n| n.as_slice() != rel);
+            if inode.names.is_empty() {
+                let host = inode.host;
+                self.forget_host(host, ino);
+            }
         }
     }
 
     /// Moves `from` (and everything below it) to `to`.
     pub fn rename(&mut self, from: &[u8], to: &[u8]) {
         self.detach(to);
+        self.move_names(from, to);
+    }
+
+    /// Swaps the names `a` and `b` (and everything below each), for `RENAME_EXCHANGE`.
+    pub fn exchange(&mut self, a: &[u8], b: &[u8]) {
+        // Through a name that neither tree uses: `a` and `b` are siblings or unrelated, and
+        // NUL never occurs in a host name.
+        let parking = b"\0exchange".to_vec();
+        self.move_names(a, &parking);
+        self.move_names(b, a);
+        self.move_names(&parking, b);
+    }
+
+    fn move_names(&mut self, from: &[u8], to: &[u8]) {
         let mut prefix = from.to_vec();
         prefix.push(b'/');
         let moved: Vec<(Rel, u64)> = self
@@ -147,8 +240,10 @@ impl Inodes {
             self.by_path.remove(&old);
             let mut new = to.to_vec();
             new.extend_from_slice(&old[from.len()..]);
-            if let Some(inode) = self.by_ino.get_mut(&ino) {
-                inode.rel = Some(new.clone());
+            if let Some(inode) = self.by_ino.get_mut(&ino)
+                && let Some(name) = inode.names.iter_mut().find(|n| **n == old)
+            {
+                *name = new.clone();
             }
             self.by_path.insert(new, ino);
         }

@@ -63,6 +63,8 @@ pub struct TestMount {
     pub enc: PathBuf,
     pub plain: PathBuf,
     handle: Option<MountHandle>,
+    /// `enc` is a tmpfs mounted by [`TestMount::on_tmpfs`], unmounted on drop.
+    tmpfs: bool,
 }
 
 impl TestMount {
@@ -73,13 +75,31 @@ impl TestMount {
 
     /// Mounts after `adjust` edits the config.
     pub fn with(adjust: impl FnOnce(&mut MountConfig)) -> Self {
+        Self::build(None, adjust)
+    }
+
+    /// Mounts over a backing directory on a tmpfs of `size` (e.g. `"64m"`), for tests whose
+    /// writes could otherwise fill the machine's disk, or that need a disk that fills up.
+    pub fn on_tmpfs(size: &str, adjust: impl FnOnce(&mut MountConfig)) -> Self {
+        Self::build(Some(size), adjust)
+    }
+
+    fn build(tmpfs: Option<&str>, adjust: impl FnOnce(&mut MountConfig)) -> Self {
         init_log();
         let dir = tempfile::tempdir().unwrap();
         let enc = dir.path().join("enc");
         let plain = dir.path().join("plain");
         std::fs::create_dir(&enc).unwrap();
         std::fs::create_dir(&plain).unwrap();
-        let mut t = TestMount { dir, enc, plain, handle: None };
+        if let Some(size) = tmpfs {
+            let st = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+                .arg(&enc)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mounting a tmpfs on {} (these tests need root)", enc.display());
+        }
+        let mut t = TestMount { dir, enc, plain, handle: None, tmpfs: tmpfs.is_some() };
         t.mount(adjust);
         t
     }
@@ -130,16 +150,34 @@ impl TestMount {
 
 impl Drop for TestMount {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            let _ = h.unmount();
-        }
-        if mounted_at(&self.plain) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.plain).status();
-            if !std::thread::panicking() {
-                panic!("{} still mounted after the test", self.plain.display());
+        if let Some(h) = self.handle.take()
+            && h.unmount().is_err_and(|e| e.kind() == std::io::ErrorKind::ResourceBusy)
+        {
+            // Busy for a moment (see `unmount_when_not_busy`); no panic inside drop.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline
+                && pfs_fuse::unmount(&self.plain, std::time::Duration::from_secs(60))
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ResourceBusy)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
+        let leftover = mounted_at(&self.plain);
+        if leftover {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.plain).status();
+        }
+        if self.tmpfs {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.enc).status();
+        }
+        if leftover && !std::thread::panicking() {
+            panic!("{} still mounted after the test", self.plain.display());
+        }
     }
+}
+
+/// The embedded path of `rel` in a mount of `enc` with the default config.
+pub fn embedded_of(enc: &Path, rel: &str) -> Vec<u8> {
+    MountConfig::new(enc, key()).embedded_path(rel.as_bytes())
 }
 
 /// Decrypts a protected file with the engine, requiring `expected_path`.
@@ -189,7 +227,9 @@ pub const DAEMON_ENV: &str = "PFS_FUSE_TEST_DAEMON";
 /// binary runs as a daemon child, mount `enc` on `plain` in the foreground and serve until
 /// SIGTERM; otherwise return at once. The spec's optional fourth line holds options
 /// separated by commas: `no-writeback` (no kernel writeback cache), `no-recovery`,
-/// `cache=N` (nodes cached per open file).
+/// `cache=N` (nodes cached per open file), `allow-other`, `umask=OCTAL` (the daemon's own
+/// umask), `fsize=BYTES` (RLIMIT_FSIZE of the daemon, with SIGXFSZ ignored, so that its host
+/// writes past BYTES fail with EFBIG: a disk that fails part way).
 pub fn daemon_entry() {
     let Ok(spec) = std::env::var(DAEMON_ENV) else { return };
     let mut parts = spec.split('\n');
@@ -205,6 +245,22 @@ pub fn daemon_entry() {
             "no-writeback" => cfg.writeback_cache = false,
             "no-recovery" => cfg.recovery = false,
             o if o.starts_with("cache=") => cfg.cache_nodes = o["cache=".len()..].parse().unwrap(),
+            "allow-other" => cfg.allow_other = true,
+            o if o.starts_with("umask=") => {
+                let mask = u32::from_str_radix(&o["umask=".len()..], 8).unwrap();
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+            }
+            o if o.starts_with("fsize=") => {
+                let bytes: u64 = o["fsize=".len()..].parse().unwrap();
+                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, bytes, bytes)
+                    .unwrap();
+                // Blocked (and inherited by every worker thread), SIGXFSZ stays pending
+                // instead of killing the daemon; the write still fails with EFBIG.
+                let mut set = nix::sys::signal::SigSet::empty();
+                set.add(nix::sys::signal::Signal::SIGXFSZ);
+                nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None)
+                    .unwrap();
+            }
             other => panic!("unknown daemon option {other:?}"),
         }
     }
