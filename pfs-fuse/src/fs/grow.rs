@@ -20,7 +20,7 @@ use pfs_core::layout::{MAX_WRITABLE_SIZE, host_file_size};
 use pfs_core::{FileStore, ProtectedFile};
 
 use super::{PfsFs, errno_name, lock, show};
-use crate::journal::BackingJournal;
+use crate::journal::backing_journal;
 use crate::tables::OpenFile;
 
 /// A write that starts more than this past the end grows the file through
@@ -176,10 +176,11 @@ impl PfsFs {
         let host = file.host.try_clone().map_err(|e| pfs_core::Error::Io { node: None, source: e })?;
         let rel = self.rel(file.ino).ok();
         let expected = rel.as_deref().filter(|_| self.cfg.path_check).map(|r| self.embedded(r));
-        let journal = file.journal.as_ref().filter(|_| self.journaling()).map(|name| {
-            Box::new(BackingJournal::new(self.backing.clone(), name.clone(), self.cfg.cache_nodes))
-                as Box<dyn pfs_core::RecoveryJournal>
-        });
+        let journal = file
+            .journal
+            .as_ref()
+            .filter(|_| self.journaling())
+            .map(|name| backing_journal(self.backing.clone(), name.clone()));
         ProtectedFile::open_with_journal(
             FileStore::new(host),
             journal,
