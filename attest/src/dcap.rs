@@ -57,12 +57,24 @@ pub enum VerifyError {
 #[non_exhaustive]
 pub enum CollateralError {
     /// The file could not be read.
-    #[error("cannot read collateral file {path}: {source}")]
+    #[error("cannot read collateral file {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not a separate cause, so it is printed once).
+        cause: std::io::Error,
+    },
+    /// A collateral file named by a policy could not be loaded.
+    #[error("policy {policy}, line {line}, field `{field}`: {inner}")]
+    InPolicy {
+        /// The policy file.
+        policy: PathBuf,
+        /// 1-based line naming the collateral file.
+        line: usize,
+        /// Dotted field name.
+        field: String,
+        /// What went wrong with the file.
+        inner: Box<CollateralError>,
     },
     /// The JSON is not in dcap-qvl's `QuoteCollateralV3` layout.
     #[error("collateral {label} is not valid QuoteCollateralV3 JSON: {reason}")]
@@ -99,7 +111,7 @@ impl Collateral {
     /// Reads and parses a collateral JSON file.
     pub fn from_file(path: &Path) -> Result<Self, CollateralError> {
         let bytes =
-            std::fs::read(path).map_err(|source| CollateralError::Io { path: path.to_path_buf(), source })?;
+            std::fs::read(path).map_err(|cause| CollateralError::Io { path: path.to_path_buf(), cause })?;
         Self::from_json(&bytes, path.display().to_string())
     }
 

@@ -10,8 +10,11 @@
 
 pub mod attester;
 pub mod client;
+mod conn_table;
 pub mod dcap;
 pub mod evidence;
+mod log_limit;
+mod peer_wait;
 pub mod policy;
 pub mod quote;
 pub mod ratls;
