@@ -64,6 +64,14 @@ pub enum CollateralError {
         /// The I/O error (in the message, not a separate cause, so it is printed once).
         cause: std::io::Error,
     },
+    /// The policy's collateral endpoint is unusable.
+    #[error("policy {policy}, [attestation] pccs_url: {reason}")]
+    Endpoint {
+        /// The policy file.
+        policy: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A collateral file named by a policy could not be loaded.
     #[error("policy {policy}, line {line}, field `{field}`: {inner}")]
     InPolicy {
@@ -119,6 +127,16 @@ impl Collateral {
     pub fn label(&self) -> &str {
         &self.label
     }
+
+    /// Wraps a dcap-qvl collateral set (for example one fetched from a PCCS).
+    pub fn from_qvl(inner: QuoteCollateralV3, label: impl Into<String>) -> Self {
+        Self { label: label.into(), inner }
+    }
+
+    /// The dcap-qvl collateral set.
+    pub fn as_qvl(&self) -> &QuoteCollateralV3 {
+        &self.inner
+    }
 }
 
 /// Verifies SGX DCAP v3 quotes offline against a set of collateral bundles.
@@ -127,13 +145,19 @@ impl Collateral {
 /// the policy's job. Each bundle is tried in turn; the first that verifies wins.
 #[derive(Debug, Clone)]
 pub struct DcapVerifier {
-    collateral: Vec<Collateral>,
+    store: std::sync::Arc<crate::collateral::CollateralStore>,
 }
 
 impl DcapVerifier {
     /// A verifier pinned to Intel's production root CA, using `collateral`.
     pub fn new(collateral: Vec<Collateral>) -> Self {
-        Self { collateral }
+        Self::with_store(std::sync::Arc::new(crate::collateral::CollateralStore::new(collateral)))
+    }
+
+    /// A verifier reading the sets in force from `store` at each verification
+    /// (the store is refreshed in the background by [`crate::collateral::Refresher`]).
+    pub fn with_store(store: std::sync::Arc<crate::collateral::CollateralStore>) -> Self {
+        Self { store }
     }
 
     /// Verifies a quote at `now`.
@@ -143,12 +167,13 @@ impl DcapVerifier {
             return Err(VerifyError::SgxV4Unsupported);
         }
         let quote = quote.get(..parsed.len()).ok_or(VerifyError::NotSgxReport)?;
-        if self.collateral.is_empty() {
+        let collateral = self.store.current();
+        if collateral.is_empty() {
             return Err(VerifyError::NoCollateral);
         }
         let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(true);
         let mut failures = Vec::new();
-        for c in &self.collateral {
+        for c in collateral.iter() {
             if let Err(e) = crl_windows(&c.inner, now.as_secs()) {
                 failures.push((c.label.clone(), e));
                 continue;

@@ -154,6 +154,31 @@ struct RawAttestation {
     insecure_allow_simulated: bool,
     #[serde(default)]
     collateral: Vec<Spanned<PathBuf>>,
+    pccs_url: Option<Spanned<String>>,
+    pccs_ca: Option<PathBuf>,
+    #[serde(default)]
+    platforms: Vec<Spanned<RawPlatform>>,
+    collateral_cache: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    fmspc: String,
+    ca: crate::pcs::PckCa,
+}
+
+/// Where and for which platforms collateral is fetched (`[attestation] pccs_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PccsConfig {
+    /// The PCS/PCCS base URL.
+    pub url: String,
+    /// An extra CA certificate file to trust for the endpoint.
+    pub ca: Option<PathBuf>,
+    /// The platforms to keep collateral for.
+    pub platforms: Vec<crate::pcs::Platform>,
+    /// The cache directory.
+    pub cache_dir: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +250,7 @@ pub struct EnclaveRule {
 /// A loaded, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    pccs: Option<PccsConfig>,
     source: PathBuf,
     insecure_allow_simulated: bool,
     collateral: Vec<CollateralFile>,
@@ -486,6 +512,50 @@ impl Policy {
                 "no [[enclave]] entries; nothing could ever be released".into(),
             ));
         }
+        let a = &raw.attestation;
+        let pccs = match &a.pccs_url {
+            None => {
+                if !a.platforms.is_empty() || a.pccs_ca.is_some() || a.collateral_cache.is_some() {
+                    return Err(invalid(
+                        1,
+                        "attestation.pccs_url".into(),
+                        "platforms, pccs_ca and collateral_cache need pccs_url (the PCS or PCCS to fetch from)".into(),
+                    ));
+                }
+                None
+            }
+            Some(url) => {
+                let line = line_of(src, url.span().start);
+                if !url.get_ref().starts_with("https://") {
+                    return Err(invalid(
+                        line,
+                        "attestation.pccs_url".into(),
+                        "must be an https:// URL".into(),
+                    ));
+                }
+                if a.platforms.is_empty() {
+                    return Err(invalid(
+                        line,
+                        "attestation.platforms".into(),
+                        "pccs_url needs platforms = [{ fmspc = \"00606A000000\", ca = \"platform\" }, ...]: the FMSPC and PCK CA (processor or platform) of each SGX platform to keep collateral for".into(),
+                    ));
+                }
+                let mut platforms = Vec::new();
+                for (i, p) in a.platforms.iter().enumerate() {
+                    let pl = crate::pcs::Platform::new(&p.get_ref().fmspc, p.get_ref().ca).map_err(|e| {
+                        invalid(line_of(src, p.span().start), format!("attestation.platforms[{i}].fmspc"), e)
+                    })?;
+                    platforms.push(pl);
+                }
+                Some(PccsConfig {
+                    url: url.get_ref().clone(),
+                    ca: a.pccs_ca.as_ref().map(|p| base.join(p)),
+                    platforms,
+                    cache_dir: base
+                        .join(a.collateral_cache.clone().unwrap_or_else(|| "collateral-cache".into())),
+                })
+            }
+        };
         let collateral = raw
             .attestation
             .collateral
@@ -498,6 +568,7 @@ impl Policy {
             })
             .collect();
         Ok(Self {
+            pccs,
             source: path.to_path_buf(),
             insecure_allow_simulated: raw.attestation.insecure_allow_simulated,
             collateral,
@@ -519,6 +590,10 @@ impl Policy {
     /// Collateral files with the policy lines that name them.
     pub fn collateral_files(&self) -> &[CollateralFile] {
         &self.collateral
+    }
+    /// The collateral endpoint, if the policy names one.
+    pub fn pccs(&self) -> Option<&PccsConfig> {
+        self.pccs.as_ref()
     }
     /// The policy file this was loaded from (for messages).
     pub fn source(&self) -> &Path {

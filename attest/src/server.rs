@@ -788,11 +788,29 @@ pub fn spawn(
 }
 
 /// Builds the RA-TLS verifier a policy asks for: DCAP with the policy's
-/// collateral files and, only with the `insecure-sim` feature *and*
-/// `insecure_allow_simulated = true`, the simulated verifier.
+/// collateral files (and, with `pccs_url`, the cached fetched sets that still
+/// verify; nothing is fetched here: see [`verifier_and_refresher`]) and, only with
+/// the `insecure-sim` feature *and* `insecure_allow_simulated = true`, the
+/// simulated verifier.
 pub fn verifier_for_policy(
     policy: &crate::policy::Policy,
 ) -> Result<RaTlsVerifier, crate::dcap::CollateralError> {
+    let (v, refresher) = verifier_and_refresher(policy, crate::clock::system())?;
+    if let Some(r) = refresher {
+        r.load_cache();
+    }
+    Ok(v)
+}
+
+/// Like [`verifier_for_policy`], and also returns the [`Refresher`] that keeps the
+/// fetched collateral fresh (when the policy sets `pccs_url`); the caller runs it
+/// (`tokio::spawn(refresher.run())`). `clock` is the time used for collateral validity.
+///
+/// [`Refresher`]: crate::collateral::Refresher
+pub fn verifier_and_refresher(
+    policy: &crate::policy::Policy,
+    clock: Arc<dyn TimeProvider>,
+) -> Result<(RaTlsVerifier, Option<crate::collateral::Refresher>), crate::dcap::CollateralError> {
     let collateral = policy
         .collateral_files()
         .iter()
@@ -805,13 +823,34 @@ pub fn verifier_for_policy(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let v = RaTlsVerifier::new(Arc::new(crate::dcap::DcapVerifier::new(collateral)));
+    let store = Arc::new(crate::collateral::CollateralStore::new(collateral));
+    let refresher = match policy.pccs() {
+        None => None,
+        Some(cfg) => {
+            let client = crate::pcs::PcsClient::new(&cfg.url, cfg.ca.as_deref(), Duration::from_secs(30))
+                .map_err(|e| crate::dcap::CollateralError::Endpoint {
+                    policy: policy.source().to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+            Some(crate::collateral::Refresher::new(
+                client,
+                cfg.platforms.clone(),
+                cfg.cache_dir.clone(),
+                store.clone(),
+                clock,
+            ))
+        }
+    };
+    let v = RaTlsVerifier::new(Arc::new(crate::dcap::DcapVerifier::with_store(store)));
     #[cfg(feature = "insecure-sim")]
     if policy.insecure_allow_simulated() {
         warn!(
             "policy sets insecure_allow_simulated = true: SIMULATED-INSECURE evidence can match entries with tee = \"simulated\""
         );
-        return Ok(v.dangerous_with_simulated(Arc::new(crate::sim::SimVerifier::dangerous_new())));
+        return Ok((
+            v.dangerous_with_simulated(Arc::new(crate::sim::SimVerifier::dangerous_new())),
+            refresher,
+        ));
     }
-    Ok(v)
+    Ok((v, refresher))
 }
