@@ -27,6 +27,39 @@ pub enum AttestCmd {
     ///
     /// Exit status: 0 keys would be released, 1 refused or not verified, 2 usage or I/O error.
     PolicyCheck(PolicyCheckArgs),
+    /// Fetch one platform's collateral from Intel PCS or a PCCS, verify it, and save it.
+    ///
+    /// Uses the PCS API v4 (TCB info, QE identity, PCK CRL, Root CA CRL with their
+    /// issuer chains) and verifies every signature and chain up to the pinned
+    /// Intel SGX Root CA at the given time before writing. The output (mode 0600,
+    /// written atomically) is dcap-qvl QuoteCollateralV3 JSON, usable as a policy's
+    /// [attestation] collateral file or with `pfs attest verify --collateral` on a
+    /// machine without network access. Exit status: 0 saved, 1 the fetched set did
+    /// not verify, 2 usage, network or I/O error.
+    FetchCollateral(FetchCollateralArgs),
+}
+
+/// Arguments of `pfs attest fetch-collateral`.
+#[derive(Debug, Args)]
+pub struct FetchCollateralArgs {
+    /// PCS or PCCS base URL, e.g. https://api.trustedservices.intel.com or https://pccs.example:8081.
+    #[arg(long, value_name = "URL")]
+    pub pccs_url: String,
+    /// Extra CA certificate (PEM) to trust for the endpoint (a PCCS usually has its own).
+    #[arg(long, value_name = "CA.pem")]
+    pub pccs_ca: Option<PathBuf>,
+    /// The platform's FMSPC (12 hex characters, from its PCK certificate).
+    #[arg(long)]
+    pub fmspc: String,
+    /// The CA that issued the platform's PCK certificate.
+    #[arg(long, value_name = "processor|platform")]
+    pub ca: attest::pcs::PckCa,
+    /// Where to write the collateral JSON.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Verification time in Unix seconds (default: now).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub at: Option<u64>,
 }
 
 /// Where the evidence comes from.
@@ -211,11 +244,38 @@ fn print_evidence(ev: &VerifiedEvidence) {
     println!("  verified at  {}", s.verified_at);
 }
 
+fn fetch_collateral(a: &FetchCollateralArgs) -> Result<()> {
+    use attest::pcs::{PcsClient, Platform, check_collateral};
+    let platform = Platform::new(&a.fmspc, a.ca).map_err(|e| anyhow::anyhow!("--fmspc: {e}"))?;
+    let client = PcsClient::new(&a.pccs_url, a.pccs_ca.as_deref(), Duration::from_secs(60))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let set = rt.block_on(client.fetch(&platform))?;
+    let now = now_or(a.at)?.as_secs();
+    let v = check_collateral(&set, &platform, now)
+        .map_err(|e| NotVerified(format!("collateral for {platform} from {} refused: {e}", a.pccs_url)))?;
+    let json = serde_json::to_vec_pretty(&set)?;
+    attest::collateral::write_atomic_0600(&a.out, &json)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "saved collateral for {platform} to {} (verified at {now}; valid until {})",
+        a.out.display(),
+        v.next_update
+    );
+    Ok(())
+}
+
 /// Runs `pfs attest ...`. `Ok(true)`: verified / keys granted; `Ok(false)`: the policy
 /// refused (already reported on stdout); `Err`: not verified or a usage/I/O error (see
 /// [`exit_code_for`]).
 pub fn run_attest(cmd: AttestCmd) -> Result<bool> {
     match cmd {
+        AttestCmd::FetchCollateral(a) => {
+            fetch_collateral(&a)?;
+            Ok(true)
+        }
         AttestCmd::Verify(a) => {
             let ev = verify_source(&a.source, &a.collateral, a.at)?;
             if a.json {
@@ -316,8 +376,8 @@ pub fn run_keyserver(args: KeyserverArgs) -> Result<bool> {
             tracing::warn!("{e} (started anyway: --allow-insecure-key-permissions)");
         }
     }
-    let verifier = attest::server::verifier_for_policy(&policy)?;
-    if policy.collateral_files().is_empty() {
+    let (verifier, refresher) = attest::server::verifier_and_refresher(&policy, attest::clock::system())?;
+    if policy.collateral_files().is_empty() && policy.pccs().is_none() {
         tracing::warn!(
             "policy {}: [attestation] names no collateral: SGX evidence cannot verify and will be refused",
             policy.source().display()
@@ -374,6 +434,10 @@ pub fn run_keyserver(args: KeyserverArgs) -> Result<bool> {
             fd_limit = soft,
             "key server ready"
         );
+        if let Some(r) = refresher {
+            tracing::info!(?r, "collateral refresher started");
+            tokio::spawn(r.run());
+        }
         server.serve(listener).await?;
         Ok::<_, anyhow::Error>(())
     })?;
