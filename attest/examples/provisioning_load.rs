@@ -20,8 +20,8 @@
 //! threads are named `keyserver`, and their user+system time is read from
 //! `/proc/self/task/*/stat` before and after the run.
 //!
-//! `--sweep` runs 1, 10, 50, 200 and 1000 clients in turn (TOTAL provisionings
-//! each, at least 5 per client) and prints one table row per count.
+//! `--sweep [TOTAL]` runs 1, 10, 50, 200 and 1000 clients in turn (TOTAL provisionings
+//! each, default 2000, at least 5 per client) and prints one table row per count.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,7 +64,12 @@ fn server_cpu_secs() -> f64 {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn identity() -> EnclaveIdentity {
@@ -183,8 +188,12 @@ fn main() {
         .filter(|(i, _)| !(*i > 0 && args[i - 1] == "--rate"))
         .filter_map(|(_, a)| a.parse().ok())
         .collect();
-    let clients = nums.first().copied().unwrap_or(50);
-    let total = nums.get(1).copied().unwrap_or(10_000);
+    // `--sweep [TOTAL]`, or `[CLIENTS] [TOTAL]`.
+    let (clients, total) = if sweep {
+        (0, nums.first().copied().unwrap_or(2_000))
+    } else {
+        (nums.first().copied().unwrap_or(50), nums.get(1).copied().unwrap_or(10_000))
+    };
     attest::server::raise_fd_limit();
 
     let dir = tempfile::tempdir().expect("tempdir");
