@@ -27,6 +27,39 @@ pub enum AttestCmd {
     ///
     /// Exit status: 0 keys would be released, 1 refused or not verified, 2 usage or I/O error.
     PolicyCheck(PolicyCheckArgs),
+    /// Fetch one platform's collateral from Intel PCS or a PCCS, verify it, and save it.
+    ///
+    /// Uses the PCS API v4 (TCB info, QE identity, PCK CRL, Root CA CRL with their
+    /// issuer chains) and verifies every signature and chain up to the pinned
+    /// Intel SGX Root CA at the given time before writing. The output (mode 0600,
+    /// written atomically) is dcap-qvl QuoteCollateralV3 JSON, usable as a policy's
+    /// [attestation] collateral file or with `pfs attest verify --collateral` on a
+    /// machine without network access. Exit status: 0 saved, 1 the fetched set did
+    /// not verify, 2 usage, network or I/O error.
+    FetchCollateral(FetchCollateralArgs),
+}
+
+/// Arguments of `pfs attest fetch-collateral`.
+#[derive(Debug, Args)]
+pub struct FetchCollateralArgs {
+    /// PCS or PCCS base URL, e.g. https://api.trustedservices.intel.com or https://pccs.example:8081.
+    #[arg(long, value_name = "URL")]
+    pub pccs_url: String,
+    /// Extra CA certificate (PEM) to trust for the endpoint (a PCCS usually has its own).
+    #[arg(long, value_name = "CA.pem")]
+    pub pccs_ca: Option<PathBuf>,
+    /// The platform's FMSPC (12 hex characters, from its PCK certificate).
+    #[arg(long)]
+    pub fmspc: String,
+    /// The CA that issued the platform's PCK certificate.
+    #[arg(long, value_name = "processor|platform")]
+    pub ca: attest::pcs::PckCa,
+    /// Where to write the collateral JSON.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Verification time in Unix seconds (default: now).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub at: Option<u64>,
 }
 
 /// Where the evidence comes from.
@@ -94,12 +127,34 @@ pub struct KeyserverArgs {
     /// Server private key (PEM).
     #[arg(long, value_name = "KEY.pem", required = true)]
     pub key: Option<PathBuf>,
-    /// Maximum concurrent connections.
-    #[arg(long, default_value_t = 256)]
+    /// Authenticated connections (TLS handshake done) served at once; when all are
+    /// taken, the oldest is closed to admit a new one.
+    #[arg(long, default_value_t = attest::server::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
-    /// Seconds allowed for the TLS handshake and for each read.
-    #[arg(long, default_value_t = 10)]
+    /// TLS handshakes in progress at once (unauthenticated peers). accept() never
+    /// waits: when all are taken, the oldest handshake is closed.
+    #[arg(long, default_value_t = attest::server::DEFAULT_MAX_HANDSHAKES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_handshakes: usize,
+    /// Handshakes in progress at once from one source address (IPv4 address or
+    /// IPv6 /64); a source at this bound loses its own oldest handshake.
+    #[arg(long, default_value_t = attest::server::DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_handshakes_per_source: usize,
+    /// Deadline in seconds for the whole TLS handshake (from accept, including
+    /// evidence verification), and for each read after it. A connection lives at most 30 s.
+    #[arg(long, default_value_t = attest::server::DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=30))]
     pub timeout_secs: u64,
+    /// Listen backlog asked of the kernel (it caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = attest::server::DEFAULT_LISTEN_BACKLOG,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub listen_backlog: u32,
+    /// Start even if key files or the TLS private key are readable by group or
+    /// others (as ssh, the server refuses them by default).
+    #[arg(long)]
+    pub allow_insecure_key_permissions: bool,
 }
 
 /// `pfs keyserver` subcommands.
@@ -189,11 +244,38 @@ fn print_evidence(ev: &VerifiedEvidence) {
     println!("  verified at  {}", s.verified_at);
 }
 
+fn fetch_collateral(a: &FetchCollateralArgs) -> Result<()> {
+    use attest::pcs::{PcsClient, Platform, check_collateral};
+    let platform = Platform::new(&a.fmspc, a.ca).map_err(|e| anyhow::anyhow!("--fmspc: {e}"))?;
+    let client = PcsClient::new(&a.pccs_url, a.pccs_ca.as_deref(), Duration::from_secs(60))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let set = rt.block_on(client.fetch(&platform))?;
+    let now = now_or(a.at)?.as_secs();
+    let v = check_collateral(&set, &platform, now)
+        .map_err(|e| NotVerified(format!("collateral for {platform} from {} refused: {e}", a.pccs_url)))?;
+    let json = serde_json::to_vec_pretty(&set)?;
+    attest::collateral::write_atomic_0600(&a.out, &json)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "saved collateral for {platform} to {} (verified at {now}; valid until {})",
+        a.out.display(),
+        v.next_update
+    );
+    Ok(())
+}
+
 /// Runs `pfs attest ...`. `Ok(true)`: verified / keys granted; `Ok(false)`: the policy
 /// refused (already reported on stdout); `Err`: not verified or a usage/I/O error (see
 /// [`exit_code_for`]).
 pub fn run_attest(cmd: AttestCmd) -> Result<bool> {
     match cmd {
+        AttestCmd::FetchCollateral(a) => {
+            fetch_collateral(&a)?;
+            Ok(true)
+        }
         AttestCmd::Verify(a) => {
             let ev = verify_source(&a.source, &a.collateral, a.at)?;
             if a.json {
@@ -205,8 +287,7 @@ pub fn run_attest(cmd: AttestCmd) -> Result<bool> {
         }
         AttestCmd::PolicyCheck(a) => {
             let policy = Policy::load(&a.policy)?;
-            let collateral =
-                if a.collateral.is_empty() { policy.collateral().to_vec() } else { a.collateral.clone() };
+            let collateral = if a.collateral.is_empty() { policy.collateral() } else { a.collateral.clone() };
             if collateral.is_empty() {
                 bail!("no collateral: pass --collateral FILE or set [attestation] collateral in the policy");
             }
@@ -245,6 +326,20 @@ pub fn run_attest(cmd: AttestCmd) -> Result<bool> {
     }
 }
 
+/// Logs to stderr (`RUST_LOG` filters, default `info`), with colour only on a terminal.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
 /// Runs `pfs keyserver ...` (`init-tls`, or the server until it fails). `Ok(true)` on success.
 pub fn run_keyserver(args: KeyserverArgs) -> Result<bool> {
     if let Some(KeyserverCmd::InitTls { dir }) = args.cmd {
@@ -264,48 +359,85 @@ pub fn run_keyserver(args: KeyserverArgs) -> Result<bool> {
     let (Some(policy_path), Some(cert), Some(key)) = (args.policy, args.cert, args.key) else {
         bail!("--policy, --cert and --key are required");
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logging();
     let policy = Policy::load(&policy_path)?;
-    let verifier = attest::server::verifier_for_policy(&policy)?;
-    if policy.collateral().is_empty() {
+    for w in policy.warnings() {
+        tracing::warn!("{w}");
+    }
+    let mut exposed = policy.exposed_key_files();
+    if let Err(e) = attest::tls::check_key_file_mode(&key) {
+        exposed.push(e.to_string());
+    }
+    if !exposed.is_empty() {
+        if !args.allow_insecure_key_permissions {
+            bail!("{}\n(or pass --allow-insecure-key-permissions to start anyway)", exposed.join("\n"));
+        }
+        for e in &exposed {
+            tracing::warn!("{e} (started anyway: --allow-insecure-key-permissions)");
+        }
+    }
+    let (verifier, refresher) = attest::server::verifier_and_refresher(&policy, attest::clock::system())?;
+    if policy.collateral_files().is_empty() && policy.pccs().is_none() {
         tracing::warn!(
-            "the policy lists no [attestation] collateral: SGX evidence cannot verify and will be refused"
+            "policy {}: [attestation] names no collateral: SGX evidence cannot verify and will be refused",
+            policy.source().display()
         );
     }
     let limits = Limits {
         handshake_timeout: Duration::from_secs(args.timeout_secs),
         read_timeout: Duration::from_secs(args.timeout_secs),
         max_connections: args.max_connections,
+        max_handshakes: args.max_handshakes,
+        max_handshakes_per_source: args.max_handshakes_per_source,
+        listen_backlog: args.listen_backlog,
         ..Limits::default()
     };
-    let server = KeyServer::new(
-        attest::tls::load_certs(&cert)?,
-        attest::tls::load_private_key(&key)?,
-        verifier,
-        Arc::new(policy.clone()),
-        limits,
-    )?;
+    let certs = attest::tls::load_certs(&cert)?;
+    let private_key = attest::tls::load_private_key(&key)?;
+    attest::tls::check_key_matches(&certs, &private_key, &cert, &key)?;
+    let server = KeyServer::new(certs, private_key, verifier, Arc::new(policy.clone()), limits)?;
+    let listen = {
+        use std::net::ToSocketAddrs;
+        args.listen
+            .to_socket_addrs()
+            .with_context(|| format!("--listen {}: expected HOST:PORT, e.g. 0.0.0.0:4433", args.listen))?
+            .next()
+            .with_context(|| format!("--listen {}: the name resolves to no address", args.listen))?
+    };
+    let (soft, _hard) = attest::server::raise_fd_limit();
+    let needed = (args.max_handshakes + args.max_connections) as u64 + 64;
+    if soft < needed {
+        tracing::warn!(
+            fd_limit = soft,
+            needed,
+            "the open-file limit is below --max-handshakes + --max-connections; under load accept() will fail and the oldest handshakes will be shed (raise `ulimit -n`)"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
+        let (listener, backlog) = attest::server::bind(listen, args.listen_backlog)
+            .with_context(|| format!("listening on {listen}"))?;
+        let l = server.limits();
         tracing::info!(
-            listen = %args.listen,
+            %listen,
             enclaves = policy.enclaves().len(),
             keys = ?policy.key_names(),
-            collateral = policy.collateral().len(),
+            collateral = policy.collateral_files().len(),
+            max_handshakes = l.max_handshakes,
+            max_handshakes_per_source = l.max_handshakes_per_source,
+            max_connections = l.max_connections,
+            handshake_deadline_secs = l.handshake_timeout.as_secs(),
+            backlog,
+            fd_limit = soft,
             "key server ready"
         );
+        if let Some(r) = refresher {
+            tracing::info!(?r, "collateral refresher started");
+            tokio::spawn(r.run());
+        }
         server.serve(listener).await?;
         Ok::<_, anyhow::Error>(())
     })?;

@@ -57,6 +57,8 @@ fn ppml_numpy_example_runs_as_the_readme_says() {
     // Step 2: wrap key and encryption (`pfs keygen`, `pfs encrypt` in the README).
     let key: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
     fs::write(owner.join("wrap-key"), key).unwrap();
+    // 0600, as `pfs keygen` writes it: the key server refuses key files others can read.
+    fs::set_permissions(owner.join("wrap-key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     encrypt(&cloud, "enc/weights.npz", &key, &weights);
     encrypt(&cloud, "enc/input.npy", &key, &batch);
 

@@ -226,6 +226,8 @@ fn key_server_refusal_stops_the_run_with_the_servers_reason() {
     let out = pfs(d, &["keyserver", "init-tls", "owner/tls"]);
     assert!(out.status.success(), "{}", show(&out));
     fs::write(owner.join("wrap-key"), KEY).unwrap();
+    // 0600, as `pfs keygen` writes it: the key server refuses key files others can read.
+    fs::set_permissions(owner.join("wrap-key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
 
     write(&cloud, "app.py", APP.as_bytes());

@@ -57,12 +57,32 @@ pub enum VerifyError {
 #[non_exhaustive]
 pub enum CollateralError {
     /// The file could not be read.
-    #[error("cannot read collateral file {path}: {source}")]
+    #[error("cannot read collateral file {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not a separate cause, so it is printed once).
+        cause: std::io::Error,
+    },
+    /// The policy's collateral endpoint is unusable.
+    #[error("policy {policy}, [attestation] pccs_url: {reason}")]
+    Endpoint {
+        /// The policy file.
+        policy: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A collateral file named by a policy could not be loaded.
+    #[error("policy {policy}, line {line}, field `{field}`: {inner}")]
+    InPolicy {
+        /// The policy file.
+        policy: PathBuf,
+        /// 1-based line naming the collateral file.
+        line: usize,
+        /// Dotted field name.
+        field: String,
+        /// What went wrong with the file.
+        inner: Box<CollateralError>,
     },
     /// The JSON is not in dcap-qvl's `QuoteCollateralV3` layout.
     #[error("collateral {label} is not valid QuoteCollateralV3 JSON: {reason}")]
@@ -99,13 +119,23 @@ impl Collateral {
     /// Reads and parses a collateral JSON file.
     pub fn from_file(path: &Path) -> Result<Self, CollateralError> {
         let bytes =
-            std::fs::read(path).map_err(|source| CollateralError::Io { path: path.to_path_buf(), source })?;
+            std::fs::read(path).map_err(|cause| CollateralError::Io { path: path.to_path_buf(), cause })?;
         Self::from_json(&bytes, path.display().to_string())
     }
 
     /// The label used in error messages.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Wraps a dcap-qvl collateral set (for example one fetched from a PCCS).
+    pub fn from_qvl(inner: QuoteCollateralV3, label: impl Into<String>) -> Self {
+        Self { label: label.into(), inner }
+    }
+
+    /// The dcap-qvl collateral set.
+    pub fn as_qvl(&self) -> &QuoteCollateralV3 {
+        &self.inner
     }
 }
 
@@ -115,13 +145,19 @@ impl Collateral {
 /// the policy's job. Each bundle is tried in turn; the first that verifies wins.
 #[derive(Debug, Clone)]
 pub struct DcapVerifier {
-    collateral: Vec<Collateral>,
+    store: std::sync::Arc<crate::collateral::CollateralStore>,
 }
 
 impl DcapVerifier {
     /// A verifier pinned to Intel's production root CA, using `collateral`.
     pub fn new(collateral: Vec<Collateral>) -> Self {
-        Self { collateral }
+        Self::with_store(std::sync::Arc::new(crate::collateral::CollateralStore::new(collateral)))
+    }
+
+    /// A verifier reading the sets in force from `store` at each verification
+    /// (the store is refreshed in the background by [`crate::collateral::Refresher`]).
+    pub fn with_store(store: std::sync::Arc<crate::collateral::CollateralStore>) -> Self {
+        Self { store }
     }
 
     /// Verifies a quote at `now`.
@@ -131,12 +167,13 @@ impl DcapVerifier {
             return Err(VerifyError::SgxV4Unsupported);
         }
         let quote = quote.get(..parsed.len()).ok_or(VerifyError::NotSgxReport)?;
-        if self.collateral.is_empty() {
+        let collateral = self.store.current();
+        if collateral.is_empty() {
             return Err(VerifyError::NoCollateral);
         }
         let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(true);
         let mut failures = Vec::new();
-        for c in &self.collateral {
+        for c in collateral.iter() {
             if let Err(e) = crl_windows(&c.inner, now.as_secs()) {
                 failures.push((c.label.clone(), e));
                 continue;

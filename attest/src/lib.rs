@@ -10,8 +10,14 @@
 
 pub mod attester;
 pub mod client;
+pub mod clock;
+pub mod collateral;
+mod conn_table;
 pub mod dcap;
 pub mod evidence;
+mod log_limit;
+pub mod pcs;
+mod peer_wait;
 pub mod policy;
 pub mod quote;
 pub mod ratls;

@@ -42,12 +42,12 @@ pub const KEY_LEN: usize = 16;
 #[non_exhaustive]
 pub enum PolicyError {
     /// The file could not be read.
-    #[error("cannot read policy {path}: {source}")]
+    #[error("cannot read policy {path}: {cause}")]
     Io {
         /// The policy file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so it is printed once).
+        cause: std::io::Error,
     },
     /// TOML syntax error, unknown field, or wrong type; the message has line and column.
     #[error("policy {path}: {message}")]
@@ -153,7 +153,32 @@ struct RawAttestation {
     #[serde(default)]
     insecure_allow_simulated: bool,
     #[serde(default)]
-    collateral: Vec<PathBuf>,
+    collateral: Vec<Spanned<PathBuf>>,
+    pccs_url: Option<Spanned<String>>,
+    pccs_ca: Option<PathBuf>,
+    #[serde(default)]
+    platforms: Vec<Spanned<RawPlatform>>,
+    collateral_cache: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    fmspc: String,
+    ca: crate::pcs::PckCa,
+}
+
+/// Where and for which platforms collateral is fetched (`[attestation] pccs_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PccsConfig {
+    /// The PCS/PCCS base URL.
+    pub url: String,
+    /// An extra CA certificate file to trust for the endpoint.
+    pub ca: Option<PathBuf>,
+    /// The platforms to keep collateral for.
+    pub platforms: Vec<crate::pcs::Platform>,
+    /// The cache directory.
+    pub cache_dir: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -225,10 +250,45 @@ pub struct EnclaveRule {
 /// A loaded, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    pccs: Option<PccsConfig>,
+    source: PathBuf,
     insecure_allow_simulated: bool,
-    collateral: Vec<PathBuf>,
+    collateral: Vec<CollateralFile>,
     keys: BTreeMap<String, SecretKey>,
+    key_files: Vec<KeyFile>,
     enclaves: Vec<EnclaveRule>,
+    warnings: Vec<String>,
+}
+
+/// A collateral file named by the policy, with where it is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollateralFile {
+    /// The file (resolved against the policy's directory).
+    pub path: PathBuf,
+    /// 1-based line of the policy that names it.
+    pub line: usize,
+    /// Dotted field, e.g. `attestation.collateral[0]`.
+    pub field: String,
+}
+
+/// A key file named by the policy, with its permission bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    /// Key name (`[keys.NAME]`).
+    pub name: String,
+    /// 1-based line of its `[keys.NAME]` table.
+    pub line: usize,
+    /// The file (resolved).
+    pub path: PathBuf,
+    /// Its permission bits (e.g. `0o600`).
+    pub mode: u32,
+}
+
+impl KeyFile {
+    /// Whether group or others may read or write it (mode & 0o077), as ssh refuses for private keys.
+    pub fn is_exposed(&self) -> bool {
+        self.mode & 0o077 != 0
+    }
 }
 
 /// The keys released to one verified enclave.
@@ -269,8 +329,9 @@ pub trait KeyReleasePolicy: Send + Sync {
 /// (opening a FIFO blocks until a writer appears, and `/dev/zero` or a growing file never
 /// ends) and reads at most `KEY_LEN + 1` bytes, so a policy naming the wrong file fails at
 /// once with a message instead of hanging the key server's start-up.
-fn read_key_file(file: &Path) -> Result<SecretKey, String> {
+fn read_key_file(file: &Path) -> Result<(SecretKey, u32), String> {
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
 
     let not_regular = |kind: std::fs::FileType| {
         use std::os::unix::fs::FileTypeExt;
@@ -306,7 +367,7 @@ fn read_key_file(file: &Path) -> Result<SecretKey, String> {
             if bytes.len() > KEY_LEN { meta.len().max(bytes.len() as u64) } else { bytes.len() as u64 };
         format!("has {size} bytes, a key must be exactly {KEY_LEN} raw bytes")
     })?;
-    Ok(SecretKey::new(arr))
+    Ok((SecretKey::new(arr), meta.permissions().mode() & 0o7777))
 }
 
 fn line_of(src: &str, offset: usize) -> usize {
@@ -317,7 +378,7 @@ impl Policy {
     /// Loads and validates a policy file. Relative paths are resolved against its directory.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let src = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
+            .map_err(|cause| PolicyError::Io { path: path.to_path_buf(), cause })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&src, path, base)
     }
@@ -335,6 +396,8 @@ impl Policy {
             reason,
         };
         let mut keys = BTreeMap::new();
+        let mut key_files = Vec::new();
+        let mut warnings = Vec::new();
         for (name, k) in &raw.keys {
             let line = line_of(src, k.span().start);
             let file = base.join(&k.get_ref().file);
@@ -345,7 +408,9 @@ impl Policy {
                 file: file.clone(),
                 reason,
             };
-            keys.insert(name.clone(), read_key_file(&file).map_err(key_err)?);
+            let (key, mode) = read_key_file(&file).map_err(key_err)?;
+            keys.insert(name.clone(), key);
+            key_files.push(KeyFile { name: name.clone(), line, path: file.clone(), mode });
         }
         let mut enclaves = Vec::new();
         let mut names = BTreeSet::new();
@@ -419,6 +484,14 @@ impl Policy {
                     ));
                 }
             }
+            if e.tee == EntryTee::Simulated && !raw.attestation.insecure_allow_simulated {
+                warnings.push(format!(
+                    "policy {}, line {line}, field `{}`: entry {:?} has tee = \"simulated\" but [attestation] insecure_allow_simulated is false, so it can never match; remove the entry, or set insecure_allow_simulated = true (INSECURE: for machines without SGX)",
+                    path.display(),
+                    field("tee"),
+                    e.name
+                ));
+            }
             enclaves.push(EnclaveRule {
                 name: e.name.clone(),
                 line,
@@ -439,12 +512,70 @@ impl Policy {
                 "no [[enclave]] entries; nothing could ever be released".into(),
             ));
         }
-        let collateral = raw.attestation.collateral.iter().map(|p| base.join(p)).collect();
+        let a = &raw.attestation;
+        let pccs = match &a.pccs_url {
+            None => {
+                if !a.platforms.is_empty() || a.pccs_ca.is_some() || a.collateral_cache.is_some() {
+                    return Err(invalid(
+                        1,
+                        "attestation.pccs_url".into(),
+                        "platforms, pccs_ca and collateral_cache need pccs_url (the PCS or PCCS to fetch from)".into(),
+                    ));
+                }
+                None
+            }
+            Some(url) => {
+                let line = line_of(src, url.span().start);
+                if !url.get_ref().starts_with("https://") {
+                    return Err(invalid(
+                        line,
+                        "attestation.pccs_url".into(),
+                        "must be an https:// URL".into(),
+                    ));
+                }
+                if a.platforms.is_empty() {
+                    return Err(invalid(
+                        line,
+                        "attestation.platforms".into(),
+                        "pccs_url needs platforms = [{ fmspc = \"00606A000000\", ca = \"platform\" }, ...]: the FMSPC and PCK CA (processor or platform) of each SGX platform to keep collateral for".into(),
+                    ));
+                }
+                let mut platforms = Vec::new();
+                for (i, p) in a.platforms.iter().enumerate() {
+                    let pl = crate::pcs::Platform::new(&p.get_ref().fmspc, p.get_ref().ca).map_err(|e| {
+                        invalid(line_of(src, p.span().start), format!("attestation.platforms[{i}].fmspc"), e)
+                    })?;
+                    platforms.push(pl);
+                }
+                Some(PccsConfig {
+                    url: url.get_ref().clone(),
+                    ca: a.pccs_ca.as_ref().map(|p| base.join(p)),
+                    platforms,
+                    cache_dir: base
+                        .join(a.collateral_cache.clone().unwrap_or_else(|| "collateral-cache".into())),
+                })
+            }
+        };
+        let collateral = raw
+            .attestation
+            .collateral
+            .iter()
+            .enumerate()
+            .map(|(i, p)| CollateralFile {
+                path: base.join(p.get_ref()),
+                line: line_of(src, p.span().start),
+                field: format!("attestation.collateral[{i}]"),
+            })
+            .collect();
         Ok(Self {
+            pccs,
+            source: path.to_path_buf(),
             insecure_allow_simulated: raw.attestation.insecure_allow_simulated,
             collateral,
             keys,
+            key_files,
             enclaves,
+            warnings,
         })
     }
 
@@ -453,8 +584,49 @@ impl Policy {
         self.insecure_allow_simulated
     }
     /// Collateral files (resolved paths).
-    pub fn collateral(&self) -> &[PathBuf] {
+    pub fn collateral(&self) -> Vec<PathBuf> {
+        self.collateral.iter().map(|c| c.path.clone()).collect()
+    }
+    /// Collateral files with the policy lines that name them.
+    pub fn collateral_files(&self) -> &[CollateralFile] {
         &self.collateral
+    }
+    /// The collateral endpoint, if the policy names one.
+    pub fn pccs(&self) -> Option<&PccsConfig> {
+        self.pccs.as_ref()
+    }
+    /// The policy file this was loaded from (for messages).
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+    /// Key files with their permission bits.
+    pub fn key_files(&self) -> &[KeyFile] {
+        &self.key_files
+    }
+    /// Key files that group or others can access, each as a message naming the
+    /// policy line, the file, its mode and the fix.
+    pub fn exposed_key_files(&self) -> Vec<String> {
+        self.key_files
+            .iter()
+            .filter(|k| k.is_exposed())
+            .map(|k| {
+                format!(
+                    "policy {}, line {}, field `keys.{}.file`: key file {} has mode {:04o}, readable or writable by group or others; run `chmod 600 {}`",
+                    self.source.display(),
+                    k.line,
+                    k.name,
+                    k.path.display(),
+                    k.mode,
+                    k.path.display()
+                )
+            })
+            .collect()
+    }
+    /// Problems that do not stop the policy from loading but make part of it
+    /// useless (each names the file, line and fix), e.g. a simulated entry
+    /// that can never match.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
     /// The enclave entries.
     pub fn enclaves(&self) -> &[EnclaveRule] {

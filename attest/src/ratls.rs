@@ -65,6 +65,9 @@ pub enum RaTlsError {
         "certificate carries no RA-TLS evidence (neither TCG DICE 2.23.133.5.4.9 nor Gramine legacy 0.6.9.42.840.113741.1337.6)"
     )]
     NoEvidence,
+    /// An extension appears more than once (RFC 5280 §4.2 forbids it).
+    #[error("certificate carries extension {0} more than once (RFC 5280 allows each extension once)")]
+    DuplicateExtension(String),
     /// The key is not P-256 or P-384.
     #[error("certificate key {0} is not accepted (only ECDSA P-256 and P-384)")]
     UnsupportedKey(String),
@@ -198,8 +201,12 @@ pub fn parse_certificate(der: &[u8]) -> Result<ParsedCertificate, RaTlsError> {
     };
     let mut tcg = None;
     let mut legacy = None;
+    let mut seen = std::collections::BTreeSet::new();
     for ext in cert.extensions() {
         let oid = ext.oid.as_bytes();
+        if !seen.insert(oid) {
+            return Err(RaTlsError::DuplicateExtension(ext.oid.to_id_string()));
+        }
         if oid == TCG_EVIDENCE_OID_CONTENT {
             tcg = Some(ext.value);
         } else if oid == LEGACY_OID_CONTENT {

@@ -25,12 +25,32 @@ pub enum TlsError {
         reason: String,
     },
     /// An output file could not be written.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {cause}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    /// The private key does not belong to the certificate.
+    #[error(
+        "the private key in {key} does not belong to the certificate in {cert} (their public keys differ); pass the key that was created with this certificate"
+    )]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+    },
+    /// The private key file can be read by group or others.
+    #[error(
+        "private key file {path} has mode {mode:04o}, readable or writable by group or others; run `chmod 600 {path}`"
+    )]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// rustls or rcgen refused the configuration.
     #[error("TLS configuration: {0}")]
@@ -64,6 +84,44 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
     })
 }
 
+/// Checks that `key` belongs to the first certificate of `chain`: the public key
+/// derived from the private key must equal the certificate's. Errors name both files.
+pub fn check_key_matches(
+    chain: &[CertificateDer<'_>],
+    key: &PrivateKeyDer<'_>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), TlsError> {
+    let mismatch = || TlsError::KeyMismatch { cert: cert_path.to_path_buf(), key: key_path.to_path_buf() };
+    let signing = provider().key_provider.load_private_key(key.clone_key()).map_err(|e| TlsError::Pem {
+        what: "private key file",
+        path: key_path.to_path_buf(),
+        reason: format!("not a usable TLS key: {e}"),
+    })?;
+    let Some(public) = signing.public_key() else {
+        return Ok(()); // the provider cannot tell; rustls checks again when configured
+    };
+    let leaf = chain.first().ok_or_else(mismatch)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::Pem {
+        what: "certificate file",
+        path: cert_path.to_path_buf(),
+        reason: format!("certificate does not parse: {e}"),
+    })?;
+    if cert.public_key().raw != public.as_ref() { Err(mismatch()) } else { Ok(()) }
+}
+
+/// The permission bits of a private key file; an error if group or others can access it.
+pub fn check_key_file_mode(path: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| TlsError::Pem {
+        what: "private key file",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 { Err(TlsError::KeyPermissions { path: path.to_path_buf(), mode }) } else { Ok(()) }
+}
+
 /// Files written by [`init_tls`].
 #[derive(Debug, Clone)]
 pub struct InitTlsFiles {
@@ -79,7 +137,7 @@ pub struct InitTlsFiles {
 
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let werr = |source| TlsError::Write { path: path.to_path_buf(), source };
+    let werr = |cause| TlsError::Write { path: path.to_path_buf(), cause };
     let mut f =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(werr)?;
     f.write_all(data).map_err(werr)?;
@@ -94,7 +152,7 @@ pub fn init_tls(dir: &Path) -> Result<InitTlsFiles, TlsError> {
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
     };
     let cfg = |e: rcgen::Error| TlsError::Config(e.to_string());
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|cause| TlsError::Write { path: dir.to_path_buf(), cause })?;
     let files = InitTlsFiles {
         ca_cert: dir.join("ca.pem"),
         ca_key: dir.join("ca-key.pem"),
@@ -105,7 +163,7 @@ pub fn init_tls(dir: &Path) -> Result<InitTlsFiles, TlsError> {
         if p.exists() {
             return Err(TlsError::Write {
                 path: p.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite"),
+                cause: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite"),
             });
         }
     }

@@ -53,6 +53,7 @@ fn limits() -> Limits {
         connection_timeout: Duration::from_secs(5),
         max_connections: 64,
         max_key_requests: 8,
+        ..Limits::default()
     }
 }
 
@@ -367,17 +368,27 @@ async fn refused_peers_receive_no_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_limit_is_enforced_and_frees_up() {
-    let f = start_with(true, "simulated", Limits { max_connections: 2, ..limits() }).await;
-    // Two silent peers take both slots.
-    let a = TcpStream::connect(f.addr).await.unwrap();
-    let b = TcpStream::connect(f.addr).await.unwrap();
-    // A good client is served only once a slot frees (handshake timeout of a silent peer).
-    f.good_round_trip().await;
-    // So by now the server has already closed at least one silent peer: it reads EOF at once.
-    let closed = |s: &TcpStream| {
-        let mut buf = [0u8; 1];
-        matches!(s.try_read(&mut buf), Ok(0))
+async fn a_full_handshake_pool_sheds_its_oldest_peer_instead_of_waiting() {
+    // A long handshake deadline: only shedding can make room quickly.
+    let lim = Limits {
+        max_handshakes: 2,
+        handshake_timeout: Duration::from_secs(30),
+        connection_timeout: Duration::from_secs(30),
+        ..limits()
     };
-    assert!(closed(&a) || closed(&b), "the third client was served while both slots were held");
+    let f = start_with(true, "simulated", lim).await;
+    // Two silent peers take both handshake places.
+    let mut a = TcpStream::connect(f.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let b = TcpStream::connect(f.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A good client is served at once: accept() never waits, the oldest silent peer is shed.
+    let t0 = std::time::Instant::now();
+    f.good_round_trip().await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "served only after {:?}", t0.elapsed());
+    let mut buf = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(5), a.read(&mut buf)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "the oldest silent peer was not shed: {r:?}");
+    // The younger silent peer is still held (shed only on demand, not by a timer).
+    assert!(matches!(b.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
 }

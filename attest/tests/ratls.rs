@@ -292,3 +292,27 @@ fn hostile_cbor_never_panics_or_overallocates() {
         let _ = ratls::parse_tagged_evidence(&e[..(x as usize >> 16) % e.len()]);
     }
 }
+
+#[test]
+fn a_duplicated_evidence_extension_is_refused() {
+    // RFC 5280 §4.2: a certificate must not include more than one instance of an extension.
+    // Two TCG evidence extensions (the real Gramine evidence, then a second copy) must not
+    // be resolved by picking one of them.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    let claims = ratls::build_claims(&spki).unwrap();
+    let ev = ratls::build_tagged_evidence(60000, &read("gramine-ratls/quote_evidence.bin"), &claims).unwrap();
+    for oid in [&ratls::TCG_EVIDENCE_OID_ARCS[..], &ratls::LEGACY_OID_ARCS[..]] {
+        let mut params = rcgen::CertificateParams::default();
+        let value =
+            if oid == ratls::LEGACY_OID_ARCS { read("gramine-ratls/quote_legacy.bin") } else { ev.clone() };
+        params.custom_extensions = vec![
+            rcgen::CustomExtension::from_oid_content(oid, value.clone()),
+            rcgen::CustomExtension::from_oid_content(oid, value),
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        let err = ratls::parse_certificate(cert.der()).unwrap_err();
+        assert!(matches!(err, RaTlsError::DuplicateExtension(_)), "{err}");
+        assert!(err.to_string().contains("more than once"), "{err}");
+    }
+}

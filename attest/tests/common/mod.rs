@@ -90,3 +90,4 @@ pub mod sim {
         Fixture { dir, addr }
     }
 }
+pub mod pcs_server;
