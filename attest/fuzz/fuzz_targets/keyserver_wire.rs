@@ -61,6 +61,7 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
         connection_timeout: Duration::from_secs(5),
         max_connections: 8,
         max_key_requests: 8,
+        ..Limits::default()
     };
     let server = KeyServer::new(
         load_certs(&files.server_cert).unwrap(),
