@@ -823,7 +823,28 @@ pub fn verifier_and_refresher(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let store = Arc::new(crate::collateral::CollateralStore::new(collateral));
+    let root = match policy.root_ca() {
+        None => crate::dcap::RootCa::intel(),
+        Some(r) => {
+            let root = crate::dcap::RootCa::from_file(&r.path).map_err(|reason| {
+                crate::dcap::CollateralError::RootCa {
+                    policy: policy.source().to_path_buf(),
+                    line: r.line,
+                    reason,
+                }
+            })?;
+            if !root.is_intel() {
+                warn!(
+                    policy = %policy.source().display(),
+                    root_ca = %r.path.display(),
+                    sha256 = root.sha256(),
+                    "[attestation] root_ca is NOT the Intel SGX Root CA: SGX evidence is trusted because this CA says so (test or private PKI only)"
+                );
+            }
+            root
+        }
+    };
+    let store = Arc::new(crate::collateral::CollateralStore::with_root(collateral, root));
     let refresher = match policy.pccs() {
         None => None,
         Some(cfg) => {
