@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use rustls::DistinguishedName;
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::time_provider::TimeProvider;
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
@@ -290,7 +289,7 @@ struct Shared {
 struct RaTlsClientVerifier {
     ratls: RaTlsVerifier,
     policy: Arc<dyn KeyReleasePolicy>,
-    provider: Arc<CryptoProvider>,
+    sig_algs: rustls::crypto::WebPkiSupportedAlgorithms,
     decisions: Arc<Decisions>,
     shared: Arc<Shared>,
 }
@@ -361,12 +360,7 @@ impl ClientCertVerifier for RaTlsClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.sig_algs)
     }
 
     fn verify_tls13_signature(
@@ -375,16 +369,11 @@ impl ClientCertVerifier for RaTlsClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.sig_algs)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.sig_algs.supported_schemes()
     }
 }
 
@@ -430,7 +419,7 @@ impl KeyServer {
         let verifier = Arc::new(RaTlsClientVerifier {
             ratls,
             policy,
-            provider: provider.clone(),
+            sig_algs: crate::tls::client_signature_algorithms(),
             decisions: decisions.clone(),
             shared: shared.clone(),
         });
