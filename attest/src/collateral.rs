@@ -10,7 +10,7 @@
 //! * it fetches when the set is missing, when its earliest `nextUpdate` is
 //!   less than [`REFRESH_BEFORE_EXPIRY`] away, and at least every
 //!   [`REFRESH_INTERVAL`] (to pick up TCB recoveries before expiry);
-//! * a fetched set replaces the old one only after [`crate::pcs::check_collateral`]
+//! * a fetched set replaces the old one only after [`crate::pcs::check_collateral_with_root`]
 //!   passed at the current time and its TCB info is not older than the one
 //!   in use (no roll-back); it is then written to the cache with mode 0600
 //!   through a temporary file and a rename (atomic);
@@ -30,8 +30,8 @@ use std::time::Duration;
 use rustls::time_provider::TimeProvider;
 use tracing::{error, info, warn};
 
-use crate::dcap::Collateral;
-use crate::pcs::{PcsClient, PcsError, Platform, Validity, check_collateral};
+use crate::dcap::{Collateral, RootCa};
+use crate::pcs::{PcsClient, PcsError, Platform, Validity, check_collateral_with_root};
 
 /// Refresh when the set in use expires in less than this.
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -54,18 +54,33 @@ pub struct FetchedSet {
 }
 
 /// The collateral sets in force.
+///
+/// The store also holds the root CA its sets (and the quotes verified with
+/// them) must chain to, so the verifier and the refresher cannot disagree.
 #[derive(Debug, Default)]
 pub struct CollateralStore {
+    root: RootCa,
     static_sets: Vec<Collateral>,
     fetched: RwLock<BTreeMap<Platform, FetchedSet>>,
     snapshot: RwLock<Arc<Vec<Collateral>>>,
 }
 
 impl CollateralStore {
-    /// A store with static sets only (more may be added by a refresher).
+    /// A store with static sets only (more may be added by a refresher),
+    /// anchored in the Intel SGX Root CA.
     pub fn new(static_sets: Vec<Collateral>) -> Self {
+        Self::with_root(static_sets, RootCa::intel())
+    }
+
+    /// A store anchored in `root` (see [`RootCa`]: Intel's unless a test or private PKI).
+    pub fn with_root(static_sets: Vec<Collateral>, root: RootCa) -> Self {
         let snapshot = RwLock::new(Arc::new(static_sets.clone()));
-        Self { static_sets, fetched: RwLock::default(), snapshot }
+        Self { root, static_sets, fetched: RwLock::default(), snapshot }
+    }
+
+    /// The root CA every chain must end in.
+    pub fn root(&self) -> &RootCa {
+        &self.root
     }
 
     /// The sets to try, fetched ones first (they are the freshest).
@@ -181,7 +196,9 @@ impl Refresher {
             let Ok(bytes) = std::fs::read(&path) else { continue };
             let loaded = Collateral::from_json(&bytes, path.display().to_string())
                 .map_err(|e| e.to_string())
-                .and_then(|c| check_collateral(c.as_qvl(), p, now).map(|v| (c, v)));
+                .and_then(|c| {
+                    check_collateral_with_root(c.as_qvl(), p, now, self.store.root()).map(|v| (c, v))
+                });
             match loaded {
                 Ok((collateral, validity)) => {
                     info!(platform = %p, file = %path.display(), next_update = validity.next_update, "collateral loaded from the cache");
@@ -199,7 +216,8 @@ impl Refresher {
         let fetched = self.client.fetch(platform).await?;
         let now = now_secs(&*self.clock);
         let refused = |reason: String| PcsError::Refused { platform: platform.to_string(), reason };
-        let validity = check_collateral(&fetched, platform, now).map_err(refused)?;
+        let validity =
+            check_collateral_with_root(&fetched, platform, now, self.store.root()).map_err(refused)?;
         let old = self.store.fetched(platform);
         if let Some(old) = &old {
             if validity.tcb_info_issued < old.validity.tcb_info_issued {

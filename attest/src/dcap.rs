@@ -2,8 +2,10 @@
 //!
 //! Pure Rust, no network: collateral is supplied by the caller in dcap-qvl's
 //! `QuoteCollateralV3` JSON layout, and the verification time is an argument.
-//! The Intel SGX Root CA is pinned (dcap-qvl's built-in copy, whose SHA-256
-//! fingerprint is [`INTEL_ROOT_CA_SHA256`]).
+//! The trust anchor is a [`RootCa`]: by default the Intel SGX Root CA
+//! (dcap-qvl's built-in copy, whose SHA-256 fingerprint is
+//! [`INTEL_ROOT_CA_SHA256`]); a policy may name another one
+//! (`[attestation] root_ca`) for a test or private PKI only.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,78 @@ use crate::quote::{QuoteError, SgxQuote};
 
 /// SHA-256 fingerprint of the pinned Intel SGX Root CA certificate (DER).
 pub const INTEL_ROOT_CA_SHA256: &str = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
+
+/// The root CA that every PCK chain and collateral chain must end in.
+///
+/// [`RootCa::intel`] (the default everywhere) is Intel's SGX Root CA. Any other
+/// root ([`RootCa::from_der`], policy `[attestation] root_ca`) means evidence
+/// is trusted because *that* CA says so, not Intel: use it only for a test PKI
+/// (tests build one to rehearse collateral expiry) or a private one you control.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RootCa {
+    der: std::sync::Arc<[u8]>,
+    sha256: String,
+}
+
+impl std::fmt::Debug for RootCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RootCa({}{})", self.sha256, if self.is_intel() { ", Intel SGX Root CA" } else { "" })
+    }
+}
+
+impl Default for RootCa {
+    fn default() -> Self {
+        Self::intel()
+    }
+}
+
+impl RootCa {
+    /// The Intel SGX Root CA (pinned by [`INTEL_ROOT_CA_SHA256`]).
+    pub fn intel() -> Self {
+        // The same bytes as dcap-qvl's built-in copy (its constant is private);
+        // the fingerprint is checked by the unit test below.
+        Self::from_der(include_bytes!("intel_sgx_root_ca.der").to_vec())
+    }
+
+    /// Another root (DER). Not Intel's unless the bytes are Intel's.
+    pub fn from_der(der: Vec<u8>) -> Self {
+        use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(&der));
+        Self { der: der.into(), sha256 }
+    }
+
+    /// Reads a root certificate file, PEM or DER.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        use rustls_pki_types::pem::PemObject;
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read root CA {}: {e}", path.display()))?;
+        let der = if bytes.first() == Some(&0x30) {
+            bytes
+        } else {
+            rustls_pki_types::CertificateDer::from_pem_slice(&bytes)
+                .map_err(|e| format!("root CA {} is neither DER nor PEM: {e}", path.display()))?
+                .to_vec()
+        };
+        x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| format!("root CA {} is not an X.509 certificate: {e}", path.display()))?;
+        Ok(Self::from_der(der))
+    }
+
+    /// The certificate (DER).
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// SHA-256 of the DER, lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether this is the Intel SGX Root CA.
+    pub fn is_intel(&self) -> bool {
+        self.sha256 == INTEL_ROOT_CA_SHA256
+    }
+}
 
 /// Why evidence failed cryptographic verification.
 #[derive(Debug, Error)]
@@ -84,6 +158,16 @@ pub enum CollateralError {
         /// What went wrong with the file.
         inner: Box<CollateralError>,
     },
+    /// The policy's `root_ca` cannot be used.
+    #[error("policy {policy}, line {line}, field `attestation.root_ca`: {reason}")]
+    RootCa {
+        /// The policy file.
+        policy: PathBuf,
+        /// 1-based line of `root_ca`.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// The JSON is not in dcap-qvl's `QuoteCollateralV3` layout.
     #[error("collateral {label} is not valid QuoteCollateralV3 JSON: {reason}")]
     Json {
@@ -149,7 +233,7 @@ pub struct DcapVerifier {
 }
 
 impl DcapVerifier {
-    /// A verifier pinned to Intel's production root CA, using `collateral`.
+    /// A verifier anchored in Intel's SGX Root CA, using `collateral`.
     pub fn new(collateral: Vec<Collateral>) -> Self {
         Self::with_store(std::sync::Arc::new(crate::collateral::CollateralStore::new(collateral)))
     }
@@ -171,7 +255,8 @@ impl DcapVerifier {
         if collateral.is_empty() {
             return Err(VerifyError::NoCollateral);
         }
-        let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(true);
+        let verifier =
+            dcap_qvl::verify::QuoteVerifier::new(self.store.root().der().to_vec()).allow_debug(true);
         let mut failures = Vec::new();
         for c in collateral.iter() {
             if let Err(e) = crl_windows(&c.inner, now.as_secs()) {
@@ -247,4 +332,15 @@ fn crl_windows(c: &QuoteCollateralV3, now: u64) -> Result<(), String> {
 /// Converts Unix seconds into a [`UnixTime`].
 pub fn unix_time(secs: u64) -> UnixTime {
     UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_root_is_intels() {
+        let r = super::RootCa::intel();
+        assert_eq!(r.sha256(), super::INTEL_ROOT_CA_SHA256);
+        assert!(r.is_intel());
+        assert!(!super::RootCa::from_der(b"not intel".to_vec()).is_intel());
+    }
 }

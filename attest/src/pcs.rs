@@ -14,7 +14,8 @@
 //! The signed JSON objects are kept byte for byte (their signatures cover
 //! the exact bytes). [`check_collateral`] verifies a set before it is used:
 //! every chain ends in the **pinned** Intel SGX Root CA
-//! ([`crate::dcap::INTEL_ROOT_CA_SHA256`]), every signature (certificates,
+//! ([`crate::dcap::INTEL_ROOT_CA_SHA256`]; [`check_collateral_with_root`] takes
+//! another [`RootCa`] for a test or private PKI), every signature (certificates,
 //! both CRLs, TCB info, QE identity) verifies, no certificate is revoked by the
 //! Root CA CRL, everything is valid at `now`, the TCB info is for the
 //! requested FMSPC, and the PCK CRL is issued by the requested CA.
@@ -30,7 +31,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use x509_parser::prelude::*;
 
-use crate::dcap::INTEL_ROOT_CA_SHA256;
+use crate::dcap::RootCa;
 
 /// Intel's own PCS (its Root CA CRL is served from [`INTEL_ROOT_CA_CRL_URL`]).
 pub const INTEL_PCS_URL: &str = "https://api.trustedservices.intel.com";
@@ -374,15 +375,18 @@ impl Window {
 fn check_chain(
     chain: &[CertificateDer<'_>],
     what: &str,
+    anchor: &RootCa,
     now: u64,
     revoked: &[Vec<u8>],
     w: &mut Window,
 ) -> Result<(), String> {
     let root = chain.last().ok_or_else(|| format!("{what} issuer chain is empty"))?;
     let fp = hex::encode(Sha256::digest(root.as_ref()));
-    if fp != INTEL_ROOT_CA_SHA256 {
+    if fp != anchor.sha256() {
+        let name = if anchor.is_intel() { "the pinned Intel SGX Root CA" } else { "the configured root CA" };
         return Err(format!(
-            "{what} issuer chain does not end in the pinned Intel SGX Root CA (found SHA-256 {fp})"
+            "{what} issuer chain does not end in {name} (SHA-256 {}; found SHA-256 {fp})",
+            anchor.sha256()
         ));
     }
     let parsed = chain
@@ -463,8 +467,19 @@ fn check_signed_json(
     Ok(b)
 }
 
-/// Verifies a collateral set for `platform` at `now` (Unix seconds): see the module doc.
+/// Verifies a collateral set for `platform` at `now` (Unix seconds) against the
+/// Intel SGX Root CA: see the module doc.
 pub fn check_collateral(c: &QuoteCollateralV3, platform: &Platform, now: u64) -> Result<Validity, String> {
+    check_collateral_with_root(c, platform, now, &RootCa::intel())
+}
+
+/// [`check_collateral`] with another trust anchor (a test or private PKI).
+pub fn check_collateral_with_root(
+    c: &QuoteCollateralV3,
+    platform: &Platform,
+    now: u64,
+    anchor: &RootCa,
+) -> Result<Validity, String> {
     let mut w = Window { issued: 0, next_update: u64::MAX };
     let tcb_chain = pem_chain(&c.tcb_info_issuer_chain, "TCB info")?;
     let qe_chain = pem_chain(&c.qe_identity_issuer_chain, "QE identity")?;
@@ -472,11 +487,11 @@ pub fn check_collateral(c: &QuoteCollateralV3, platform: &Platform, now: u64) ->
     let root_der = tcb_chain.last().ok_or("empty chain")?;
     let (_, root) = X509Certificate::from_der(root_der).map_err(|e| format!("root: {e}"))?;
     // The root is pinned by fingerprint in check_chain; verify its CRL first.
-    check_chain(&tcb_chain[tcb_chain.len() - 1..], "root", now, &[], &mut w)?;
+    check_chain(&tcb_chain[tcb_chain.len() - 1..], "root", anchor, now, &[], &mut w)?;
     let revoked = check_crl(&c.root_ca_crl, "Root CA CRL", &root, now, &mut w)?;
-    check_chain(&tcb_chain, "TCB info", now, &revoked, &mut w)?;
-    check_chain(&qe_chain, "QE identity", now, &revoked, &mut w)?;
-    check_chain(&crl_chain, "PCK CRL", now, &revoked, &mut w)?;
+    check_chain(&tcb_chain, "TCB info", anchor, now, &revoked, &mut w)?;
+    check_chain(&qe_chain, "QE identity", anchor, now, &revoked, &mut w)?;
+    check_chain(&crl_chain, "PCK CRL", anchor, now, &revoked, &mut w)?;
     let (_, pck_ca) = X509Certificate::from_der(&crl_chain[0]).map_err(|e| format!("PCK CA: {e}"))?;
     let cn = pck_ca.subject().iter_common_name().next().and_then(|n| n.as_str().ok()).unwrap_or("");
     if cn != platform.ca.issuer_cn() {

@@ -4,6 +4,7 @@
 //! [attestation]
 //! collateral = ["collateral.json"]   # dcap-qvl QuoteCollateralV3 JSON, relative to this file
 //! insecure_allow_simulated = false   # default
+//! # root_ca = "test-root.pem"        # TEST OR PRIVATE PKI ONLY; default: the Intel SGX Root CA
 //!
 //! [keys.model]
 //! file = "keys/model.key"            # exactly 16 raw bytes
@@ -156,6 +157,7 @@ struct RawAttestation {
     collateral: Vec<Spanned<PathBuf>>,
     pccs_url: Option<Spanned<String>>,
     pccs_ca: Option<PathBuf>,
+    root_ca: Option<Spanned<PathBuf>>,
     #[serde(default)]
     platforms: Vec<Spanned<RawPlatform>>,
     collateral_cache: Option<PathBuf>,
@@ -247,9 +249,19 @@ pub struct EnclaveRule {
     pub keys: BTreeSet<String>,
 }
 
+/// `[attestation] root_ca`: a trust anchor other than Intel's SGX Root CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootCaFile {
+    /// The certificate file (PEM or DER), resolved against the policy's directory.
+    pub path: PathBuf,
+    /// 1-based line of `root_ca` in the policy file.
+    pub line: usize,
+}
+
 /// A loaded, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    root_ca: Option<RootCaFile>,
     pccs: Option<PccsConfig>,
     source: PathBuf,
     insecure_allow_simulated: bool,
@@ -567,7 +579,12 @@ impl Policy {
                 field: format!("attestation.collateral[{i}]"),
             })
             .collect();
+        let root_ca = a
+            .root_ca
+            .as_ref()
+            .map(|r| RootCaFile { path: base.join(r.get_ref()), line: line_of(src, r.span().start) });
         Ok(Self {
+            root_ca,
             pccs,
             source: path.to_path_buf(),
             insecure_allow_simulated: raw.attestation.insecure_allow_simulated,
@@ -591,7 +608,13 @@ impl Policy {
     pub fn collateral_files(&self) -> &[CollateralFile] {
         &self.collateral
     }
-    /// The collateral endpoint, if the policy names one.
+    /// `[attestation] root_ca`, when the policy trusts a root other than Intel's
+    /// (a test or private PKI; `None` = the Intel SGX Root CA).
+    pub fn root_ca(&self) -> Option<&RootCaFile> {
+        self.root_ca.as_ref()
+    }
+
+    /// `[attestation] pccs_url` and its settings.
     pub fn pccs(&self) -> Option<&PccsConfig> {
         self.pccs.as_ref()
     }

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use rustls::DistinguishedName;
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::time_provider::TimeProvider;
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
@@ -290,7 +289,7 @@ struct Shared {
 struct RaTlsClientVerifier {
     ratls: RaTlsVerifier,
     policy: Arc<dyn KeyReleasePolicy>,
-    provider: Arc<CryptoProvider>,
+    sig_algs: rustls::crypto::WebPkiSupportedAlgorithms,
     decisions: Arc<Decisions>,
     shared: Arc<Shared>,
 }
@@ -361,12 +360,7 @@ impl ClientCertVerifier for RaTlsClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.sig_algs)
     }
 
     fn verify_tls13_signature(
@@ -375,16 +369,11 @@ impl ClientCertVerifier for RaTlsClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.sig_algs)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.sig_algs.supported_schemes()
     }
 }
 
@@ -430,7 +419,7 @@ impl KeyServer {
         let verifier = Arc::new(RaTlsClientVerifier {
             ratls,
             policy,
-            provider: provider.clone(),
+            sig_algs: crate::tls::client_signature_algorithms(),
             decisions: decisions.clone(),
             shared: shared.clone(),
         });
@@ -823,7 +812,28 @@ pub fn verifier_and_refresher(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let store = Arc::new(crate::collateral::CollateralStore::new(collateral));
+    let root = match policy.root_ca() {
+        None => crate::dcap::RootCa::intel(),
+        Some(r) => {
+            let root = crate::dcap::RootCa::from_file(&r.path).map_err(|reason| {
+                crate::dcap::CollateralError::RootCa {
+                    policy: policy.source().to_path_buf(),
+                    line: r.line,
+                    reason,
+                }
+            })?;
+            if !root.is_intel() {
+                warn!(
+                    policy = %policy.source().display(),
+                    root_ca = %r.path.display(),
+                    sha256 = root.sha256(),
+                    "[attestation] root_ca is NOT the Intel SGX Root CA: SGX evidence is trusted because this CA says so (test or private PKI only)"
+                );
+            }
+            root
+        }
+    };
+    let store = Arc::new(crate::collateral::CollateralStore::with_root(collateral, root));
     let refresher = match policy.pccs() {
         None => None,
         Some(cfg) => {

@@ -62,6 +62,16 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The algorithms the key server verifies a client's TLS signature
+/// (CertificateVerify, the proof of key possession) with: aws-lc-rs's.
+///
+/// Why not ring's like everything else: Gramine's RA-TLS keys are P-384, ring
+/// 0.17 has no assembly for P-384, and that one verification was most of the
+/// server's CPU per provisioning (docs/ATTESTATION.md, load benchmark).
+pub fn client_signature_algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+}
+
 /// Loads all certificates from a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |reason: String| TlsError::Pem { what: "certificate file", path: path.to_path_buf(), reason };

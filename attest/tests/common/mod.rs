@@ -91,3 +91,4 @@ pub mod sim {
     }
 }
 pub mod pcs_server;
+pub mod test_pki;

@@ -48,16 +48,17 @@ impl PcsServer {
     }
 }
 
-struct Files {
-    fmspc: String,
-    ca: String,
-    pck_crl: Vec<u8>,
-    pck_crl_chain: String,
-    tcb_info: Vec<u8>,
-    tcb_chain: String,
-    qe_identity: Vec<u8>,
-    qe_chain: String,
-    root_crl: Vec<u8>,
+/// What the server serves (bodies byte for byte, chains as PEM).
+pub struct Files {
+    pub fmspc: String,
+    pub ca: String,
+    pub pck_crl: Vec<u8>,
+    pub pck_crl_chain: String,
+    pub tcb_info: Vec<u8>,
+    pub tcb_chain: String,
+    pub qe_identity: Vec<u8>,
+    pub qe_chain: String,
+    pub root_crl: Vec<u8>,
 }
 
 fn respond(files: &Files, mode: Mode, path: &str, query: &str) -> Response<Full<Bytes>> {
@@ -109,7 +110,7 @@ pub async fn start(set: &str, fmspc: &str, ca: &str) -> PcsServer {
     let v = super::vectors().join(set);
     let r = |f: &str| std::fs::read(v.join(f)).unwrap();
     let s = |f: &str| String::from_utf8(r(f)).unwrap();
-    let files = Arc::new(Files {
+    start_with(Files {
         fmspc: fmspc.to_string(),
         ca: ca.to_string(),
         pck_crl: r("pck_crl.der"),
@@ -119,7 +120,13 @@ pub async fn start(set: &str, fmspc: &str, ca: &str) -> PcsServer {
         qe_identity: r("qe_identity.json"),
         qe_chain: s("qe_identity_issuer_chain.pem"),
         root_crl: r("root_ca_crl.der"),
-    });
+    })
+    .await
+}
+
+/// Serves `files` on 127.0.0.1.
+pub async fn start_with(files: Files) -> PcsServer {
+    let files = Arc::new(files);
     let dir = tempfile::tempdir().unwrap();
     let tls = attest::tls::init_tls(&dir.path().join("tls")).unwrap();
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
