@@ -64,6 +64,9 @@ fn main() {
         stale_staging_directories_are_removed,
         dev_attestation_keys_and_user_report_data,
         dev_attestation_mount_failure_stops_a_dcap_run_cleanly,
+        trusted_tree_cost_follows_what_the_program_opens,
+        trusted_shared_object_can_be_mapped_and_loaded,
+        tutorial_mount_order_with_a_symlinked_venv_python,
     ];
     if list {
         for (name, _) in cases {
@@ -1300,4 +1303,119 @@ fn dev_attestation_mount_failure_stops_a_dcap_run_cleanly() {
     if !fuse_for_others {
         assert!(text(&out.stderr).contains("/dev/attestation is not available"), "{}", show(&out));
     }
+}
+
+/// The `verified trusted file HOST` debug lines of a run, for files below `dir`.
+fn verified_below(stderr: &str, dir: &Path) -> Vec<String> {
+    let prefix = format!("pfs run: debug: verified trusted file {}/", dir.display());
+    stderr.lines().filter(|l| l.starts_with(&prefix)).map(str::to_owned).collect()
+}
+
+/// A trusted tree of 20,000 files: only what the program opens is hashed at run time
+/// (the debug log names each verification), and listing a directory of it works.
+fn trusted_tree_cost_follows_what_the_program_opens() {
+    let py = python();
+    let w = Work::new();
+    let (dirs, per_dir) = (200, 100);
+    for d in 0..dirs {
+        let dir = w.path().join(format!("tree/d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..per_dir {
+            fs::write(dir.join(format!("f{f}.txt")), format!("{d}-{f}\n")).unwrap();
+        }
+    }
+    w.write(
+        "app.py",
+        "import os\nprint(len(os.listdir('/tree/d7')))\nfor p in ['/tree/d0/f0.txt', '/tree/d7/f3.txt', \
+         '/tree/d199/f99.txt']:\n    print(open(p).read(), end='')\n",
+    );
+    let template = with_mount(
+        &simple_template(&py, "app.py", "loader.log_level = \"debug\"\n"),
+        "{ path = \"/tree\", uri = \"file:tree\" }",
+    )
+    .replace(
+        "sgx.trusted_files = [ \"file:app.py\" ]",
+        "sgx.trusted_files = [ \"file:app.py\", \"file:tree/\" ]",
+    );
+    let built = w.manifest(&template, &[]);
+    assert!(built.manifest.text().matches("tree/d").count() >= dirs * per_dir, "the tree was expanded");
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), format!("{per_dir}\n0-0\n7-3\n199-99\n"));
+    let stderr = text(&out.stderr);
+    let verified = verified_below(&stderr, &w.path().join("tree"));
+    assert_eq!(verified.len(), 3, "only the three opened files are hashed: {verified:?}");
+    let listed = dirs * per_dir + 1;
+    assert!(stderr.contains(&format!("; {listed} listed")), "summary line: {stderr}");
+}
+
+/// `mmap` and `dlopen` of a trusted shared object served by the trusted view.
+fn trusted_shared_object_can_be_mapped_and_loaded() {
+    let py = python();
+    let w = Work::new();
+    let so = Command::new(&py.exe).args(["-c", "import _ctypes; print(_ctypes.__file__)"]).output().unwrap();
+    let so = PathBuf::from(text(&so.stdout).trim());
+    assert!(so.is_file(), "a shared object of the interpreter: {}", so.display());
+    fs::create_dir(w.path().join("native")).unwrap();
+    fs::copy(&so, w.path().join("native/libcopy.so")).unwrap();
+    w.write(
+        "app.py",
+        "import ctypes, mmap\nf = open('/native/libcopy.so', 'rb')\nm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n\
+         print(m[:4] == b'\\x7fELF', len(m))\nlib = ctypes.CDLL('/native/libcopy.so')\nprint('loaded')\n",
+    );
+    let template = with_mount(
+        &simple_template(&py, "app.py", "loader.log_level = \"debug\"\n"),
+        "{ path = \"/native\", uri = \"file:native\" }",
+    )
+    .replace(
+        "sgx.trusted_files = [ \"file:app.py\" ]",
+        "sgx.trusted_files = [ \"file:app.py\", \"file:native/\" ]",
+    );
+    w.manifest(&template, &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let size = fs::metadata(&so).unwrap().len();
+    assert_eq!(text(&out.stdout), format!("True {size}\nloaded\n"), "{}", show(&out));
+    assert_eq!(verified_below(&text(&out.stderr), &w.path().join("native")).len(), 1, "{}", show(&out));
+}
+
+/// Gramine's tutorial order: the entrypoint mounted first, the venv after it (hiding that
+/// mount, as in Gramine, where it serves the same host file). The venv's `bin/python3` is
+/// a symlink to an interpreter outside the view; like Gramine's chroot mounts, the trusted
+/// view follows it on the host, and the trusted hash is the one of the link's path.
+fn tutorial_mount_order_with_a_symlinked_venv_python() {
+    let py = python();
+    let w = Work::new();
+    let base = tempfile::tempdir().unwrap();
+    let real = base.path().join("python3");
+    fs::copy(&py.exe, &real).unwrap();
+    fs::create_dir_all(w.path().join("venv/bin")).unwrap();
+    std::os::unix::fs::symlink(&real, w.path().join("venv/bin/python3")).unwrap();
+    w.write("venv/pyvenv.cfg.txt", "not a venv config, just content\n");
+    w.write(
+        "app.py",
+        &format!(
+            "import os\nprint(os.path.exists({:?}), open('/venv/pyvenv.cfg.txt').read(), end='')\n",
+            base.path().display().to_string()
+        ),
+    );
+    let template = simple_template(&py, "app.py", "")
+        .replace(&format!("libos.entrypoint = \"{}\"", py.exe), "libos.entrypoint = \"/venv/bin/python3\"")
+        .replace(
+            "fs.mounts = [\n",
+            "fs.mounts = [\n  { path = \"/venv/bin/python3\", uri = \"file:venv/bin/python3\" },\n",
+        )
+        .replace(
+            "sgx.trusted_files = [ \"file:app.py\" ]",
+            "sgx.trusted_files = [ \"file:app.py\", \"file:venv/\" ]",
+        );
+    let template = with_mount(&template, "{ path = \"/venv\", uri = \"file:venv\" }");
+    assert!(
+        template.contains("/venv/bin/python3\"")
+            && template.contains("libos.entrypoint = \"/venv/bin/python3\"")
+    );
+    w.manifest(&template, &[]);
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "False not a venv config, just content\n", "{}", show(&out));
 }
