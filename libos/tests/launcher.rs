@@ -1346,7 +1346,7 @@ fn trusted_tree_cost_follows_what_the_program_opens() {
     let verified = verified_below(&stderr, &w.path().join("tree"));
     assert_eq!(verified.len(), 3, "only the three opened files are hashed: {verified:?}");
     let listed = dirs * per_dir + 1;
-    assert!(stderr.contains(&format!("; {listed} listed")), "summary line: {stderr}");
+    assert!(stderr.contains(&format!("; {listed} listed;")), "summary line: {stderr}");
 }
 
 /// `mmap` and `dlopen` of a trusted shared object served by the trusted view.

@@ -341,7 +341,8 @@ impl View {
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         Some(format!(
             "trusted files: {} verified at first open ({} bytes hashed), {} opens, {} chunks checked on reads, \
-             {} opens refused (hash mismatch), {} reads refused (changed after verification); {} listed",
+             {} opens refused (hash mismatch), {} reads refused (changed after verification); {} listed; \
+             launcher peak RSS {}",
             get(&stats.verified),
             get(&stats.hashed_bytes),
             get(&stats.opens),
@@ -349,6 +350,10 @@ impl View {
             get(&stats.refused),
             get(&stats.changed),
             self.trusted.as_ref().map_or(0, |l| l.files().count()),
+            fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned())))
+                .unwrap_or_else(|| "unknown".into()),
         ))
     }
 
