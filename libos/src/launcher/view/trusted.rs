@@ -158,6 +158,9 @@ struct Handle {
     host: PathBuf,
 }
 
+/// A directory entry listed at `opendir`: (inode, type, name).
+type DirEntry = (u64, FileType, OsString);
+
 /// Inode numbers of host paths (by normalised path within the trees).
 #[derive(Default)]
 struct Inodes {
@@ -171,7 +174,7 @@ struct TrustedFs {
     inodes: Mutex<Inodes>,
     verified: Mutex<HashMap<PathBuf, Arc<Verified>>>,
     handles: Mutex<HashMap<u64, Handle>>,
-    dirs: Mutex<HashMap<u64, Vec<(u64, FileType, OsString)>>>,
+    dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
     next_fh: AtomicU64,
     /// `sgx.file_check_policy = "strict"`: files that are not trusted are refused.
     strict: bool,
@@ -433,14 +436,14 @@ impl TrustedFs {
                 return Err(Errno::EIO);
             }
         }
-        self.stats.chunks_checked.fetch_add((last - first + 1) as u64, Ordering::Relaxed);
+        self.stats.chunks_checked.fetch_add(last - first + 1, Ordering::Relaxed);
         buf.drain(..(offset - start) as usize);
         buf.truncate((end - offset) as usize);
         Ok(buf)
     }
 
     fn do_opendir(&self, ino: u64) -> Result<u64, Errno> {
-        let mut entries: Vec<(u64, FileType, OsString)> =
+        let mut entries: Vec<DirEntry> =
             vec![(ino, FileType::Directory, ".".into()), (INO_ROOT, FileType::Directory, "..".into())];
         match self.host_of(ino)? {
             None => {
