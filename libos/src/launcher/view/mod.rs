@@ -7,7 +7,10 @@
 //! log in reverse, so mountpoints created inside host directories (reachable through chroot
 //! binds) are removed again and nothing is left mounted.
 
+mod interp;
+mod resolve;
 mod trusted;
+mod undo;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,25 +20,17 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+pub(super) use interp::{elf_interpreter, shebang};
+use resolve::chroot_sources;
 use sha2::{Digest, Sha256};
 use trusted::{TrustedList, TrustedServer, normalize};
+use undo::Action;
+use undo::remove_stale_staging;
 
 use super::devattest::{Contents, DevAttestation};
 use super::{EncryptedMount, EncryptedMountRequest, EncryptedMounter, LaunchError, Log, TrustedFailure};
 use crate::manifest::{FileCheckPolicy, Manifest, MountKind, RemoteAttestation, TrustedFile};
 use crate::sys;
-
-enum Action {
-    Mounted(PathBuf),
-    Created(PathBuf),
-    /// A placeholder host file for an allowed file; removed only if still empty.
-    Placeholder(PathBuf),
-    Encrypted(Box<dyn EncryptedMount>),
-    /// The `/dev/attestation` file system, served by a thread of the launcher.
-    Attestation(DevAttestation),
-    /// The trusted-file view, served by threads of the launcher.
-    Trusted(TrustedServer),
-}
 
 /// A built view. Dropping it without [`View::teardown`] still tears it down.
 pub(crate) struct View {
@@ -104,8 +99,6 @@ struct EncryptedSpec<'a> {
     key: Option<&'a pfs_core::Key>,
     enable_recovery: bool,
 }
-
-const MAX_SYMLINKS: usize = 40;
 
 impl View {
     /// Creates the staging directory and its tmpfs (holding the view root and the
@@ -394,77 +387,6 @@ impl View {
         }
     }
 
-    /// Gramine finds a program's ELF interpreter by its file name in the library
-    /// directories of the view, which is why manifests mount `gramine.runtimedir()` at `/lib`
-    /// and nothing at `/lib64`. When the entrypoint's `PT_INTERP` path (or that of its `#!`
-    /// interpreter) does not exist in the view but a file of that name does in a library
-    /// directory of the view, bind it at the `PT_INTERP` path — only if that path can be
-    /// created in the view's own tmpfs (never inside a host directory).
-    fn provide_elf_interpreter(&mut self, manifest: &Manifest, log: &Log) -> Result<(), LaunchError> {
-        let Ok(mut program) = self.resolve(&manifest.entrypoint_in_view()) else { return Ok(()) };
-        if !program.exists() {
-            self.interp_hint = hidden_by_later_mount(manifest, &manifest.entrypoint_in_view());
-            return Ok(());
-        }
-        if let Some(script_interpreter) = shebang(&program) {
-            let Ok(p) = self.resolve(&script_interpreter) else { return Ok(()) };
-            program = p;
-        }
-        let Some(interp) = elf_interpreter(&program) else { return Ok(()) };
-        let Ok(host_interp) = self.resolve(&interp) else { return Ok(()) };
-        if host_interp.is_file() {
-            return Ok(());
-        }
-        let name =
-            Path::new(&interp).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
-        let dirs = [
-            "/lib".to_owned(),
-            "/lib64".to_owned(),
-            format!("/lib/{multiarch}"),
-            "/usr/lib".to_owned(),
-            "/usr/lib64".to_owned(),
-            format!("/usr/lib/{multiarch}"),
-        ];
-        let found = dirs
-            .iter()
-            .map(|dir| format!("{dir}/{name}"))
-            .find(|candidate| self.resolve(candidate).is_ok_and(|p| p.is_file()));
-        let Some(found) = found else {
-            self.interp_hint = Some(format!("its ELF interpreter {interp} is not in the view"));
-            return Ok(());
-        };
-        // The deepest existing ancestor of the missing path must be on the view's tmpfs.
-        let root_dev = fs::metadata(&self.root).map(|m| m.dev()).ok();
-        let mut ancestor = host_interp.as_path();
-        while !ancestor.exists() {
-            match ancestor.parent() {
-                Some(p) => ancestor = p,
-                None => break,
-            }
-        }
-        if fs::metadata(ancestor).map(|m| m.dev()).ok() != root_dev
-            || fs::symlink_metadata(&host_interp).is_ok()
-        {
-            self.interp_hint = Some(format!(
-                "its ELF interpreter {interp} does not resolve in the view (a mount provides a dangling link); \
-                 {found} exists: drop the mount that provides {interp}'s directory or mount the host's directory there"
-            ));
-            return Ok(());
-        }
-        let source = self.resolve(&found)?;
-        let target = self.mountpoint(&interp, false)?;
-        self.mount(|| sys::bind(&source, &target, false), "bind the ELF interpreter", &target)?;
-        self.interpreter = Some((target, found.clone()));
-        log.debug(format_args!("ELF interpreter {interp} provided from {found}"));
-        Ok(())
-    }
-
-    /// A hint for "no such file" when the program cannot be started.
-    pub(crate) fn interp_hint(&self) -> Option<&str> {
-        self.interp_hint.as_deref()
-    }
-
     /// Asks the mounter to serve the protected files of `host_dir` (bound to `uri/REL`) at
     /// `target`.
     fn encrypted_dir(
@@ -594,37 +516,6 @@ impl View {
             log.debug(format_args!("created placeholder for allowed file {}", host.display()));
             self.log.push(Action::Placeholder(host));
         }
-        Ok(())
-    }
-
-    /// Names the program created directly in the view's `/` (a tmpfs: they are discarded).
-    pub(crate) fn stray_root_entries(&self) -> Vec<String> {
-        let ours: std::collections::HashSet<&Path> = self
-            .log
-            .iter()
-            .filter_map(|a| match a {
-                Action::Created(p) | Action::Mounted(p) => Some(p.as_path()),
-                _ => None,
-            })
-            .collect();
-        let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
-        let mut stray: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| !ours.contains(e.path().as_path()))
-            .map(|e| format!("/{}", e.file_name().to_string_lossy()))
-            .collect();
-        stray.sort();
-        stray
-    }
-
-    fn mount(
-        &mut self,
-        op: impl FnOnce() -> io::Result<()>,
-        what: &str,
-        target: &Path,
-    ) -> Result<(), LaunchError> {
-        op().map_err(|e| LaunchError::view(what, target, e))?;
-        self.log.push(Action::Mounted(target.to_owned()));
         Ok(())
     }
 
@@ -780,357 +671,4 @@ impl View {
     pub(super) fn provided_interpreter(&self) -> Option<(&Path, &str)> {
         self.interpreter.as_ref().map(|(t, f)| (t.as_path(), f.as_str()))
     }
-
-    /// Every host-side place (under the view root) where the canonical host file or
-    /// directory `host` is visible through `fs.root` and the chroot mounts: below a mount
-    /// whose source contains it, or at a mount whose source it contains. A place counts
-    /// only if it shows the same inode (a later mount may hide it). Where the view holds a
-    /// tmpfs of the launcher instead (the view's `/` and shadowed system directories), the
-    /// entries bound into it are matched one by one, so that granting never covers the
-    /// launcher's own tmpfs as a whole.
-    pub(super) fn places_of_host(&self, host: &Path) -> Vec<PathBuf> {
-        let Some(layout) = &self.layout else { return Vec::new() };
-        let mut places = Vec::new();
-        for (src, view_base) in chroot_sources(&layout.manifest, &layout.cwd) {
-            let (host_dir, view_path) = if let Ok(rel) = host.strip_prefix(&src) {
-                (host.to_owned(), Path::new(&view_base).join(rel))
-            } else if src.starts_with(host) {
-                (src.clone(), PathBuf::from(&view_base))
-            } else {
-                continue;
-            };
-            let Some(view_path) = view_path.to_str() else { continue };
-            let Ok(place) = self.resolve(view_path) else { continue };
-            self.match_place(&host_dir, &place, 0, &mut places);
-        }
-        places.sort();
-        places.dedup();
-        places
-    }
-
-    fn match_place(&self, host: &Path, place: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-        // Links copied into the launcher's tmpfs would resolve on the host side: skip them.
-        if fs::symlink_metadata(place).is_ok_and(|m| m.file_type().is_symlink()) {
-            return;
-        }
-        let (Ok(h), Ok(p)) = (fs::metadata(host), fs::metadata(place)) else { return };
-        if h.dev() == p.dev() && h.ino() == p.ino() {
-            out.push(place.to_owned());
-            return;
-        }
-        if depth >= 8 || !h.is_dir() || !p.is_dir() || !self.own_devs.contains(&p.dev()) {
-            return;
-        }
-        let Ok(entries) = fs::read_dir(host) else { return };
-        for entry in entries.filter_map(|e| e.ok()) {
-            self.match_place(&entry.path(), &place.join(entry.file_name()), depth + 1, out);
-        }
-    }
-
-    /// Resolves an absolute in-view path to a host path under the view root, following
-    /// symlinks as the program would see them after chroot (absolute links restart at the
-    /// view root; `..` never leaves it). Missing components are appended unresolved.
-    pub(crate) fn resolve(&self, view_path: &str) -> Result<PathBuf, LaunchError> {
-        let mut pending: Vec<String> = components(view_path);
-        pending.reverse();
-        let mut current: Vec<String> = Vec::new();
-        let mut links = 0usize;
-        while let Some(part) = pending.pop() {
-            if part == ".." {
-                current.pop();
-                continue;
-            }
-            let candidate = self.host_of(&current).join(&part);
-            match fs::symlink_metadata(&candidate) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    links += 1;
-                    if links > MAX_SYMLINKS {
-                        return Err(LaunchError::view(
-                            "resolve",
-                            &candidate,
-                            io::Error::from_raw_os_error(libc::ELOOP),
-                        ));
-                    }
-                    let target = fs::read_link(&candidate)
-                        .map_err(|e| LaunchError::view("read link", &candidate, e))?;
-                    let target = target.to_string_lossy();
-                    if target.starts_with('/') {
-                        current.clear();
-                    }
-                    for c in components(&target).into_iter().rev() {
-                        pending.push(c);
-                    }
-                }
-                _ => current.push(part),
-            }
-        }
-        Ok(self.host_of(&current))
-    }
-
-    fn host_of(&self, parts: &[String]) -> PathBuf {
-        let mut p = self.root.clone();
-        p.extend(parts);
-        p
-    }
-
-    /// Makes sure a directory (or, with `dir == false`, a file) exists at `view_path`,
-    /// creating missing parents, and returns its host path.
-    fn mountpoint(&mut self, view_path: &str, dir: bool) -> Result<PathBuf, LaunchError> {
-        let parts = components(view_path);
-        let mut sofar = String::new();
-        for (i, part) in parts.iter().enumerate() {
-            sofar.push('/');
-            sofar.push_str(part);
-            let last = i + 1 == parts.len();
-            let host = self.resolve(&sofar)?;
-            match fs::metadata(&host) {
-                Ok(meta) if last && meta.is_dir() != dir => {
-                    return Err(LaunchError::view(
-                        if dir { "mount a directory over a file" } else { "mount a file over a directory" },
-                        Path::new(view_path),
-                        io::Error::from_raw_os_error(if dir { libc::ENOTDIR } else { libc::EISDIR }),
-                    ));
-                }
-                Ok(meta) if !last && !meta.is_dir() => {
-                    return Err(LaunchError::view(
-                        "create a mountpoint below a file",
-                        Path::new(&sofar),
-                        io::Error::from_raw_os_error(libc::ENOTDIR),
-                    ));
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    if let Some(parent) = host.parent() {
-                        self.make_room_in(parent)?;
-                    }
-                    if last && !dir {
-                        fs::File::create(&host)
-                            .map_err(|e| LaunchError::view("create mountpoint", &host, e))?;
-                    } else {
-                        fs::create_dir(&host)
-                            .map_err(|e| LaunchError::view("create mountpoint", &host, e))?;
-                    }
-                    self.log.push(Action::Created(host));
-                }
-            }
-        }
-        self.resolve(view_path)
-    }
-
-    fn remember_own_tmpfs(&mut self, dir: &Path) {
-        if let Ok(meta) = fs::metadata(dir) {
-            self.own_devs.insert(meta.dev());
-        }
-    }
-
-    /// Before a mountpoint is created in `dir` (a host path under the view root): if `dir`
-    /// is a host directory outside the app's own `fs.root` (a system directory such as the
-    /// libc directory bound at `/lib`), replace it in the view by a tmpfs that holds binds of
-    /// all its entries ("shadowing"), so that the host directory is never modified. Inside
-    /// `fs.root` the mountpoint is created on the host (and removed after the run), so that
-    /// the program's own new files there still reach the host.
-    fn make_room_in(&mut self, dir: &Path) -> Result<(), LaunchError> {
-        let Ok(meta) = fs::metadata(dir) else { return Ok(()) };
-        if self.own_devs.contains(&meta.dev()) {
-            return Ok(());
-        }
-        // The trusted view is read-only: always shadow its directories.
-        let trusted_view = self
-            .server()
-            .and_then(|_| fs::metadata(self.staging.join("trusted")).ok())
-            .is_some_and(|m| m.dev() == meta.dev());
-        let Some(layout) = &self.layout else { return Ok(()) };
-        let Ok(rel) = dir.strip_prefix(&self.root) else { return Ok(()) };
-        let view_path = format!("/{}", rel.display());
-        let Some(host) = layout.manifest.view_to_host(&view_path) else { return Ok(()) };
-        let host = fs::canonicalize(layout.cwd.join(host)).ok();
-        let in_app = match (&host, &layout.app_root) {
-            (Some(h), Some(root)) => h.starts_with(root),
-            _ => true,
-        };
-        if in_app && !trusted_view {
-            return Ok(());
-        }
-        // Keep the directory's current content reachable, then cover it with a tmpfs and
-        // bind every entry back.
-        let shadow = self.staging.join(format!("shadow-{}", self.own_devs.len()));
-        fs::create_dir(&shadow).map_err(|e| LaunchError::view("create", &shadow, e))?;
-        self.mount(|| sys::bind(dir, &shadow, true), "bind", &shadow)?;
-        let mode = format!("mode={:o}", meta.mode() & 0o7777);
-        self.mount(|| sys::mount_tmpfs(dir, &mode), "shadow", dir)?;
-        let dir = dir.to_owned();
-        self.remember_own_tmpfs(&dir);
-        self.bind_entries(&shadow, &dir, false)?;
-        Ok(())
-    }
-
-    /// Undoes everything in reverse order: encrypted mounts are flushed and unmounted,
-    /// other mounts detached, created files and directories removed, the staging directory
-    /// deleted. Returns the first error but always finishes.
-    pub(crate) fn teardown(&mut self) -> Result<(), LaunchError> {
-        if self.torn_down {
-            return Ok(());
-        }
-        self.torn_down = true;
-        let mut first: Option<LaunchError> = None;
-        while let Some(action) = self.log.pop() {
-            let result = match action {
-                Action::Mounted(p) => sys::umount_detach(&p).map_err(|e| LaunchError::view("unmount", &p, e)),
-                Action::Created(p) => {
-                    let r = match fs::symlink_metadata(&p) {
-                        Ok(m) if m.is_dir() => fs::remove_dir(&p),
-                        Ok(_) => fs::remove_file(&p),
-                        Err(_) => Ok(()),
-                    };
-                    r.map_err(|e| LaunchError::view("remove mountpoint", &p, e))
-                }
-                Action::Placeholder(p) => match fs::symlink_metadata(&p) {
-                    Ok(m) if m.is_file() && m.len() == 0 => fs::remove_file(&p)
-                        .map_err(|e| LaunchError::view("remove the unused placeholder", &p, e)),
-                    _ => Ok(()),
-                },
-                Action::Trusted(server) => server
-                    .unmount()
-                    .map_err(|e| LaunchError::view("unmount the trusted-file view", &self.staging, e)),
-                Action::Attestation(mount) => {
-                    mount.unmount().map_err(|e| LaunchError::view("unmount /dev/attestation", &self.root, e))
-                }
-                Action::Encrypted(guard) => guard.unmount().map_err(|source| LaunchError::Encrypted {
-                    path: String::new(),
-                    uri: String::new(),
-                    source,
-                }),
-            };
-            if let Err(e) = result {
-                first.get_or_insert(e);
-            }
-        }
-        if let Err(e) = fs::remove_dir(&self.staging) {
-            first.get_or_insert(LaunchError::view("remove the staging directory", &self.staging, e));
-        }
-        first.map_or(Ok(()), Err)
-    }
-}
-
-impl Drop for View {
-    fn drop(&mut self) {
-        let _ = self.teardown();
-    }
-}
-
-/// Explains a missing in-view path that an earlier mount provided but a later mount hides
-/// (Gramine applies mounts in order; e.g. a tmpfs at `/tmp` listed after a venv in `/tmp/..`).
-fn hidden_by_later_mount(manifest: &Manifest, view_path: &str) -> Option<String> {
-    use crate::manifest::strip_view_prefix;
-    let mounts = &manifest.mounts;
-    let (i, provider, j, hider) = mounts.iter().enumerate().find_map(|(i, provider)| {
-        strip_view_prefix(view_path, &provider.path)?;
-        let (j, hider) =
-            mounts.iter().enumerate().skip(i + 1).find(|(_, m)| {
-                m.path != provider.path && strip_view_prefix(&provider.path, &m.path).is_some()
-            })?;
-        Some((i, provider, j, hider))
-    })?;
-    Some(format!(
-        "fs.mounts[{i}] provides it at {}, but fs.mounts[{j}] at {} is listed later and hides it: \
-         list {} first",
-        provider.path, hider.path, hider.path
-    ))
-}
-
-/// Removes the staging directories `pfs-run-PID-N` in `base` that a SIGKILLed launcher
-/// left behind: only when process PID no longer exists, the directory is empty and it is
-/// not a mountpoint. (A live launcher's staging directory also looks empty from outside its
-/// namespace, hence the PID check.) Best effort: errors are ignored.
-fn remove_stale_staging(base: &Path) {
-    let Ok(entries) = fs::read_dir(base) else { return };
-    let base_dev = fs::metadata(base).map(|m| m.dev()).ok();
-    for entry in entries.filter_map(|e| e.ok()) {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("pfs-run-")) else { continue };
-        let Some((pid, n)) = rest.split_once('-') else { continue };
-        let (Ok(pid), true) = (pid.parse::<u32>(), n.parse::<u32>().is_ok()) else { continue };
-        if pid == 0 || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
-        let empty = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
-        if meta.is_dir() && empty && Some(meta.dev()) == base_dev {
-            let _ = fs::remove_dir(&path);
-        }
-    }
-}
-
-/// (canonical host directory or file, in-view path) for `fs.root` and every chroot mount,
-/// in manifest order.
-fn chroot_sources(manifest: &Manifest, cwd: &Path) -> Vec<(PathBuf, String)> {
-    let mut sources: Vec<(PathBuf, String)> = Vec::new();
-    if let Ok(root) = fs::canonicalize(cwd.join(&manifest.root)) {
-        sources.push((root, "/".into()));
-    }
-    for m in &manifest.mounts {
-        if let MountKind::Chroot { uri } = &m.kind
-            && let Ok(src) = fs::canonicalize(cwd.join(uri))
-        {
-            sources.push((src, m.path.clone()));
-        }
-    }
-    sources
-}
-
-/// The interpreter of a `#!` script, if `path` is one.
-pub(super) fn shebang(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut head = [0u8; 256];
-    let n = fs::File::open(path).ok()?.read(&mut head).ok()?;
-    let line = head[..n].strip_prefix(b"#!")?;
-    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
-    let text = std::str::from_utf8(line).ok()?;
-    text.split_whitespace().next().filter(|p| p.starts_with('/')).map(str::to_owned)
-}
-
-/// The `PT_INTERP` path of a 64-bit little-endian ELF file, if it has one.
-pub(super) fn elf_interpreter(path: &Path) -> Option<String> {
-    use std::os::unix::fs::FileExt;
-    let file = fs::File::open(path).ok()?;
-    let mut header = [0u8; 64];
-    file.read_exact_at(&mut header, 0).ok()?;
-    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
-        return None;
-    }
-    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
-    let phoff = u64_at(&header, 0x20);
-    let phentsize = u64::from(u16_at(&header, 0x36));
-    let phnum = u64::from(u16_at(&header, 0x38));
-    if phentsize < 56 || phnum > 256 {
-        return None;
-    }
-    for i in 0..phnum {
-        let mut ph = [0u8; 56];
-        file.read_exact_at(&mut ph, phoff.checked_add(i * phentsize)?).ok()?;
-        if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == 3 {
-            let (offset, size) = (u64_at(&ph, 0x08), u64_at(&ph, 0x20));
-            if size == 0 || size > 4096 {
-                return None;
-            }
-            let mut buf = vec![0u8; size as usize];
-            file.read_exact_at(&mut buf, offset).ok()?;
-            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            return String::from_utf8(buf[..end].to_vec()).ok();
-        }
-    }
-    None
-}
-
-fn components(path: &str) -> Vec<String> {
-    Path::new(path)
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect()
 }
