@@ -620,9 +620,17 @@ impl View {
             return Ok(());
         }
         let sources = chroot_sources(manifest, cwd);
+        // Both spellings of every source, to skip without a syscall the trusted files that
+        // no mount shows (e.g. a trusted `/usr/lib/` of which only one directory is mounted).
+        let mut reachable: Vec<PathBuf> = sources.iter().map(|(src, _)| src.clone()).collect();
+        reachable.push(normalize(&cwd.join(&manifest.root)));
+        reachable.extend(manifest.mounts.iter().filter_map(|m| match &m.kind {
+            MountKind::Chroot { uri } => Some(normalize(&cwd.join(uri))),
+            _ => None,
+        }));
         let served = self.served.clone();
         for file in list.files() {
-            if served.iter().any(|s| file.starts_with(s)) {
+            if served.iter().any(|s| file.starts_with(s)) || !reachable.iter().any(|r| file.starts_with(r)) {
                 continue;
             }
             let Ok(host) = fs::canonicalize(file) else { continue };
