@@ -104,8 +104,9 @@ pub fn run_manifest(args: &ManifestArgs) -> anyhow::Result<()> {
         cache
     });
     let bar = hash_progress_bar();
-    let progress = |p: libos::build::HashProgress| {
-        if let Some(bar) = &bar {
+    let bar = &bar;
+    let progress = move |p: libos::build::HashProgress| {
+        if let Some(bar) = bar {
             bar.set_length(p.total as u64);
             bar.set_position(p.done as u64);
         }
@@ -119,7 +120,7 @@ pub fn run_manifest(args: &ManifestArgs) -> anyhow::Result<()> {
         &options,
         &mut hashing,
     );
-    if let Some(bar) = &bar {
+    if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let built = built?;

@@ -181,7 +181,7 @@ pub struct HashProgress {
 }
 
 /// A progress callback; it is called from the hashing threads.
-pub type ProgressFn = dyn Fn(HashProgress) + Send + Sync;
+pub type ProgressFn<'a> = dyn Fn(HashProgress) + Send + Sync + 'a;
 
 /// How trusted files are hashed: threads, cache, progress.
 #[derive(Default)]
@@ -191,7 +191,7 @@ pub struct Hashing<'a> {
     /// The hash cache (see [`crate::hashcache`]); `None` hashes everything.
     pub cache: Option<&'a mut HashCache>,
     /// Called after every file.
-    pub progress: Option<&'a ProgressFn>,
+    pub progress: Option<&'a ProgressFn<'a>>,
 }
 
 /// What hashing the trusted files did.
@@ -248,7 +248,7 @@ fn hash_all(
     jobs: &[Job],
     threads: usize,
     cache: Option<&HashCache>,
-    progress: Option<&ProgressFn>,
+    progress: Option<&ProgressFn<'_>>,
 ) -> Result<Vec<Hashed>, BuildError> {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
