@@ -6,9 +6,9 @@ Reads every image listed in DIR/labels.txt (DIR defaults to /dataset, an encrypt
 mount under `pfs run`), trains a small CNN, and after every epoch writes DIR2/checkpoint.pt
 (DIR2 defaults to /checkpoints, encrypted too): model, optimiser and epoch. It writes the new
 checkpoint beside the old one and renames it over, so a run killed at any moment leaves the
-last complete checkpoint; started again, it resumes from it. metrics.txt gets one line per
-epoch. Every epoch shuffles with a generator seeded by the epoch number, so a resumed run
-computes exactly what an uninterrupted one does.
+last complete checkpoint; started again, it resumes from it. metrics.txt (one line per epoch)
+is rewritten from the checkpoint's history. Every epoch shuffles with a generator seeded by
+the epoch number, so a resumed run computes exactly what an uninterrupted one does.
 """
 
 import argparse
@@ -52,12 +52,22 @@ model = torch.nn.Sequential(
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
 
 ckpt_path = os.path.join(args.checkpoints, "checkpoint.pt")
-start = 0
+
+
+def write_metrics(history):
+    """metrics.txt from the checkpoint's history: complete whenever the run is killed."""
+    path = os.path.join(args.checkpoints, "metrics.txt")
+    with open(path + ".tmp", "w") as f:
+        f.writelines(line + "\n" for line in history)
+    os.replace(path + ".tmp", path)
+
+
+start, history = 0, []
 if os.path.exists(ckpt_path):
     ckpt = torch.load(ckpt_path, weights_only=True)
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
-    start = ckpt["epoch"]
+    start, history = ckpt["epoch"], ckpt["history"]
     print(f"train.py: resuming after epoch {start} from {ckpt_path}", flush=True)
 
 for epoch in range(start, args.epochs):
@@ -75,9 +85,11 @@ for epoch in range(start, args.epochs):
         correct += (out.argmax(1) == y_all[idx]).sum().item()
     line = f"epoch {epoch + 1} loss {total / len(order):.6f} accuracy {correct / len(order):.4f}"
     tmp = ckpt_path + ".tmp"
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1}, tmp)
+    history.append(line)
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history}
+    torch.save(state, tmp)
     os.replace(tmp, ckpt_path)
-    with open(os.path.join(args.checkpoints, "metrics.txt"), "a") as f:
-        f.write(line + "\n")
+    write_metrics(history)
     print(f"train.py: {line}; checkpoint saved", flush=True)
+write_metrics(history)
 print("train.py: done", flush=True)
