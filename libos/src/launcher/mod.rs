@@ -100,7 +100,7 @@ impl Log {
         }
     }
 
-    fn error(&self, args: fmt::Arguments<'_>) {
+    pub(crate) fn error(&self, args: fmt::Arguments<'_>) {
         if self.level > LogLevel::None {
             self.emit("error", args);
         }
@@ -203,10 +203,10 @@ impl Launcher<'_> {
         let argv = build_argv(manifest, args, &cwd, &log)?;
 
         let mut view = view::View::new()?;
-        view.verify_trusted_files(&manifest.trusted_files, &cwd, &log)?;
+        view.load_trusted(&manifest.trusted_files, &cwd, &log);
         let preloaded = strip_secret_prov_preload(&mut env);
         let ca = if preloaded {
-            ca_chain_host_path(manifest, &cwd, |host| view.verified_copy(host).map(Path::to_owned), &log)
+            ca_chain_host_path(manifest, &cwd, |host| view.verified_copy(host), &log)?
         } else {
             None
         };
@@ -285,6 +285,9 @@ impl Launcher<'_> {
             }),
             Err(e) => Err(LaunchError::Process("fork", e)),
         };
+        if let Some(summary) = view.trusted_summary() {
+            log.debug(format_args!("{summary}"));
+        }
         let stray = view.stray_root_entries();
         if !stray.is_empty() {
             log.warn(format_args!(
@@ -377,18 +380,20 @@ fn strip_secret_prov_preload(env: &mut Vec<(OsString, OsString)>) -> bool {
 fn ca_chain_host_path(
     manifest: &Manifest,
     cwd: &Path,
-    verified_copy: impl Fn(&Path) -> Option<PathBuf>,
+    mut verified_copy: impl FnMut(&Path) -> Result<Option<PathBuf>, LaunchError>,
     log: &Log,
-) -> Option<PathBuf> {
-    let host = cwd.join(manifest.view_to_host(manifest.env.value("SECRET_PROVISION_CA_CHAIN_PATH")?)?);
-    match verified_copy(&host) {
-        Some(copy) => Some(copy),
+) -> Result<Option<PathBuf>, LaunchError> {
+    let Some(view_path) = manifest.env.value("SECRET_PROVISION_CA_CHAIN_PATH") else { return Ok(None) };
+    let Some(host) = manifest.view_to_host(view_path) else { return Ok(None) };
+    let host = cwd.join(host);
+    match verified_copy(&host)? {
+        Some(copy) => Ok(Some(copy)),
         None => {
             log.warn(format_args!(
                 "SECRET_PROVISION_CA_CHAIN_PATH ({}) is not a trusted file: the key server's CA is not verified",
                 host.display()
             ));
-            Some(host)
+            Ok(Some(host))
         }
     }
 }
@@ -453,9 +458,9 @@ mod tests {
         assert_eq!(env.iter().find(|(k, _)| k == "LD_PRELOAD").unwrap().1, "libfoo.so");
         assert!(!strip_secret_prov_preload(&mut env));
 
-        let ca = ca_chain_host_path(&m, Path::new("/w"), |_| None, &QUIET);
+        let ca = ca_chain_host_path(&m, Path::new("/w"), |_| Ok(None), &QUIET).unwrap();
         assert_eq!(ca.as_deref(), Some(Path::new("/w/ssl/ca.crt")));
-        let copy = ca_chain_host_path(&m, Path::new("/w"), |_| Some("/verified".into()), &QUIET);
+        let copy = ca_chain_host_path(&m, Path::new("/w"), |_| Ok(Some("/verified".into())), &QUIET).unwrap();
         assert_eq!(copy.as_deref(), Some(Path::new("/verified")));
 
         let mut provider = FixedKey;

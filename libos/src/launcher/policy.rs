@@ -17,7 +17,8 @@
 //! removing directories are not checked by Gramine either and are not handled. Device
 //! ioctls are not handled.
 //!
-//! Grants: trusted files (their verified copies) read and execute; allowed files and
+//! Grants: the places bound from the trusted-file view read and execute (that view refuses
+//! what is not trusted); allowed files and
 //! directories, tmpfs and encrypted mounts, the `/dev` basics and `/proc` everything.
 
 use std::collections::HashMap;
@@ -123,8 +124,10 @@ pub(crate) fn prepare(
     let mut rules = Ruleset { fd, handled, granted: HashMap::new(), root: view.root().to_owned() };
     log.debug(format_args!("strict file policy: Landlock ABI {abi}, handled rights {handled:#x}"));
 
-    for copy in view.verified_copies() {
-        rules.grant(copy, READ_FILE | EXECUTE)?;
+    for place in view.trusted_places() {
+        if place.still_there() {
+            rules.grant(&place.path, READ_FILE | EXECUTE)?;
+        }
     }
     for uri in &manifest.allowed_files {
         let Some(path) = uri.strip_prefix("file:") else {

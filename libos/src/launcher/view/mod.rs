@@ -1,18 +1,24 @@
 //! The app's view: a tmpfs root in the private mount namespace, `fs.root` and the mount
-//! table applied in order, `/dev` basics and `/proc`, and verified copies of the trusted
-//! files bound read-only over their places.
+//! table applied in order, `/dev` basics and `/proc`. Places holding trusted files are
+//! served through the launcher's read-only trusted-file view (see the `trusted` module),
+//! which verifies each trusted file lazily at its first open.
 //!
 //! Every mount and every file or directory created is logged; [`View::teardown`] undoes the
 //! log in reverse, so mountpoints created inside host directories (reachable through chroot
 //! binds) are removed again and nothing is left mounted.
+
+mod trusted;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
+use trusted::{TrustedList, TrustedServer, normalize};
 
 use super::devattest::{Contents, DevAttestation};
 use super::{EncryptedMount, EncryptedMountRequest, EncryptedMounter, LaunchError, Log, TrustedFailure};
@@ -27,20 +33,29 @@ enum Action {
     Encrypted(Box<dyn EncryptedMount>),
     /// The `/dev/attestation` file system, served by a thread of the launcher.
     Attestation(DevAttestation),
+    /// The trusted-file view, served by threads of the launcher.
+    Trusted(TrustedServer),
 }
 
 /// A built view. Dropping it without [`View::teardown`] still tears it down.
 pub(crate) struct View {
     staging: PathBuf,
     root: PathBuf,
-    store: PathBuf,
     log: Vec<Action>,
     torn_down: bool,
     interp_hint: Option<String>,
     /// Scratch mounts serving single-file encrypted mounts, by (directory URI, key name).
     file_mounts: BTreeMap<(String, String), PathBuf>,
-    /// Trusted files checked by [`View::verify_trusted_files`].
-    verified: Vec<Verified>,
+    /// The manifest's trusted files (set by [`View::load_trusted`]).
+    trusted: Option<Arc<TrustedList>>,
+    /// Index into `log` of the trusted-file server, once mounted.
+    trusted_server: Option<usize>,
+    /// Host sources (normalised) served whole through the trusted view.
+    served: Vec<PathBuf>,
+    /// Where the trusted view is bound in the view (read and execute under `strict`).
+    trusted_places: Vec<Place>,
+    /// Verified copies made for the launcher's own use (the key server's CA).
+    copies: usize,
     /// Devices of the tmpfs file systems the launcher mounted (entries may be created there).
     own_devs: std::collections::HashSet<u64>,
     /// What `build` is building: to tell the app's own directories from system ones.
@@ -90,17 +105,11 @@ struct EncryptedSpec<'a> {
     enable_recovery: bool,
 }
 
-/// A trusted file whose bytes were verified and copied into the store.
-struct Verified {
-    host: PathBuf,
-    copy: PathBuf,
-}
-
 const MAX_SYMLINKS: usize = 40;
 
 impl View {
-    /// Creates the staging directory and its tmpfs (holding the view root and the store of
-    /// verified trusted files).
+    /// Creates the staging directory and its tmpfs (holding the view root and the
+    /// trusted-file view's mountpoint).
     pub(crate) fn new() -> Result<View, LaunchError> {
         let base = std::env::temp_dir();
         remove_stale_staging(&base);
@@ -116,13 +125,16 @@ impl View {
         };
         let mut view = View {
             root: staging.join("root"),
-            store: staging.join("trusted"),
             staging,
             log: Vec::new(),
             torn_down: false,
             interp_hint: None,
             file_mounts: BTreeMap::new(),
-            verified: Vec::new(),
+            trusted: None,
+            trusted_server: None,
+            served: Vec::new(),
+            trusted_places: Vec::new(),
+            copies: 0,
             own_devs: std::collections::HashSet::new(),
             layout: None,
             full_access: Vec::new(),
@@ -131,9 +143,7 @@ impl View {
         sys::mount_tmpfs(&view.staging, "mode=0700")
             .map_err(|e| LaunchError::view("mount the view's tmpfs", &view.staging, e))?;
         view.log.push(Action::Mounted(view.staging.clone()));
-        for dir in [&view.root, &view.store] {
-            fs::create_dir(dir).map_err(|e| LaunchError::view("create", dir, e))?;
-        }
+        fs::create_dir(&view.root).map_err(|e| LaunchError::view("create", &view.root, e))?;
         fs::set_permissions(&view.root, fs::Permissions::from_mode(0o755))
             .map_err(|e| LaunchError::view("chmod", &view.root, e))?;
         view.remember_own_tmpfs(&view.root.clone());
@@ -145,18 +155,48 @@ impl View {
         &self.root
     }
 
-    /// The verified copy of a trusted host file, if it is one (compared after resolving
-    /// symlinks).
-    pub(crate) fn verified_copy(&self, host: &Path) -> Option<&Path> {
-        let host = fs::canonicalize(host).ok()?;
-        self.verified
-            .iter()
-            .find(|v| fs::canonicalize(&v.host).is_ok_and(|h| h == host))
-            .map(|v| v.copy.as_path())
+    /// For the launcher's own use before the program starts (the key server's CA): when
+    /// `host` is a trusted file, checks it against the manifest now and returns a private
+    /// copy of exactly the checked bytes; `Ok(None)` when it is not trusted.
+    pub(crate) fn verified_copy(&mut self, host: &Path) -> Result<Option<PathBuf>, LaunchError> {
+        let Some(list) = &self.trusted else { return Ok(None) };
+        let normal = normalize(host);
+        let expected = match list.lookup(&normal) {
+            Some(h) => h,
+            None => match fs::canonicalize(host).ok().and_then(|c| list.lookup(&c)) {
+                Some(h) => h,
+                None => return Ok(None),
+            },
+        };
+        let uri = host.display().to_string();
+        let bytes = fs::read(host)
+            .map_err(|e| LaunchError::Trusted { uri: uri.clone(), failure: TrustedFailure::Unreadable(e) })?;
+        let actual: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(expected) = expected
+            && expected != actual
+        {
+            return Err(LaunchError::Trusted {
+                uri,
+                failure: TrustedFailure::Mismatch {
+                    expected: hex::encode(expected),
+                    actual: hex::encode(actual),
+                },
+            });
+        }
+        let copy = self.staging.join(format!("verified-{}", self.copies));
+        self.copies += 1;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&copy)
+            .map_err(|e| LaunchError::view("store a verified trusted file", &copy, e))?;
+        file.write_all(&bytes).map_err(|e| LaunchError::view("store a verified trusted file", &copy, e))?;
+        Ok(Some(copy))
     }
 
     /// Builds the whole view for `manifest`, with relative URIs resolved against `cwd`.
-    /// [`View::verify_trusted_files`] must have run.
+    /// [`View::load_trusted`] must have run.
     pub(crate) fn build(
         &mut self,
         manifest: &Manifest,
@@ -172,6 +212,7 @@ impl View {
         });
         let strict = manifest.file_check_policy == FileCheckPolicy::Strict;
         self.allowed_file_placeholders(manifest, cwd, strict, log)?;
+        self.mount_trusted_view(manifest, strict, log)?;
         self.bind_root(&cwd.join(&manifest.root))?;
         let mut mounter = mounter;
         for mount in &manifest.mounts {
@@ -183,8 +224,18 @@ impl View {
                         LaunchError::view(&what, &source, e)
                     })?;
                     let target = self.mountpoint(&mount.path, meta.is_dir())?;
-                    self.mount(|| sys::bind(&source, &target, true), "bind", &target)?;
-                    log.debug(format_args!("mounted {} at {}", source.display(), mount.path));
+                    let served = self.serve(&source);
+                    let from = served.clone().unwrap_or_else(|| source.clone());
+                    self.mount(|| sys::bind(&from, &target, true), "bind", &target)?;
+                    if served.is_some() {
+                        self.trusted_places.extend(Place::at(&target));
+                    }
+                    log.debug(format_args!(
+                        "mounted {} at {}{}",
+                        source.display(),
+                        mount.path,
+                        if served.is_some() { " (through the trusted view)" } else { "" }
+                    ));
                 }
                 MountKind::Tmpfs => {
                     let target = self.mountpoint(&mount.path, true)?;
@@ -231,10 +282,79 @@ impl View {
         }
         self.provide_dev_and_proc()?;
         self.provide_elf_interpreter(manifest, log)?;
-        let verified = std::mem::take(&mut self.verified);
-        let bound = self.bind_verified(manifest, cwd, &verified, log);
-        self.verified = verified;
-        bound
+        self.bind_trusted_elsewhere(manifest, cwd, log)
+    }
+
+    /// Mounts the trusted-file view (empty; places are added as the view is built) when
+    /// the manifest has trusted files.
+    fn mount_trusted_view(
+        &mut self,
+        manifest: &Manifest,
+        strict: bool,
+        log: &Log,
+    ) -> Result<(), LaunchError> {
+        let Some(list) = self.trusted.clone().filter(|l| !l.is_empty()) else { return Ok(()) };
+        let _ = manifest;
+        let target = self.staging.join("trusted");
+        fs::create_dir(&target).map_err(|e| LaunchError::view("create", &target, e))?;
+        let server = TrustedServer::mount(list, strict, &target, log.try_clone())
+            .map_err(|e| LaunchError::view("mount the trusted-file view (FUSE) on", &target, e))?;
+        self.trusted_server = Some(self.log.len());
+        self.log.push(Action::Trusted(server));
+        Ok(())
+    }
+
+    fn server(&self) -> Option<&TrustedServer> {
+        match self.log.get(self.trusted_server?) {
+            Some(Action::Trusted(server)) => Some(server),
+            _ => None,
+        }
+    }
+
+    /// Whether the host file or directory `source` is served whole through the trusted
+    /// view: it holds trusted files, and no allowed file or directory is at, below or
+    /// above it (allowed files must stay writable, and the trusted view is read-only).
+    /// Returns where to bind it from.
+    fn serve(&mut self, source: &Path) -> Option<PathBuf> {
+        let list = self.trusted.as_ref()?;
+        let layout = self.layout.as_ref()?;
+        let source = normalize(&layout.cwd.join(source));
+        if !list.any_at_or_under(&source) {
+            return None;
+        }
+        let allowed_overlap = layout.manifest.allowed_files.iter().any(|uri| {
+            let Some(path) = uri.strip_prefix("file:") else { return false };
+            let allowed = normalize(&layout.cwd.join(path.trim_end_matches('/')));
+            allowed.starts_with(&source) || source.starts_with(&allowed)
+        });
+        if allowed_overlap {
+            return None;
+        }
+        let place = self.server()?.add_tree(&source);
+        self.served.push(source);
+        Some(place)
+    }
+
+    /// What the trusted view did during the run, for the debug log.
+    pub(crate) fn trusted_summary(&self) -> Option<String> {
+        let stats = self.server()?.stats();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        Some(format!(
+            "trusted files: {} verified at first open ({} bytes hashed), {} opens, {} chunks checked on reads, \
+             {} opens refused (hash mismatch), {} reads refused (changed after verification); {} listed; \
+             launcher peak RSS {}",
+            get(&stats.verified),
+            get(&stats.hashed_bytes),
+            get(&stats.opens),
+            get(&stats.chunks_checked),
+            get(&stats.refused),
+            get(&stats.changed),
+            self.trusted.as_ref().map_or(0, |l| l.files().count()),
+            fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned())))
+                .unwrap_or_else(|| "unknown".into()),
+        ))
     }
 
     /// Mounts `/dev/attestation` (spec §7, see the `devattest` module) after the rest of the
@@ -508,80 +628,22 @@ impl View {
         Ok(())
     }
 
-    /// Reads each trusted file once, checks its SHA-256 and keeps exactly the bytes that
-    /// were checked, read-only, in the store. Runs first: a mismatch stops the run before
-    /// anything else happens (no key server is contacted, no mount is made).
-    pub(crate) fn verify_trusted_files(
-        &mut self,
-        entries: &[TrustedFile],
-        cwd: &Path,
-        log: &Log,
-    ) -> Result<(), LaunchError> {
-        let mut expanded: Vec<(String, Option<[u8; 32]>)> = Vec::new();
-        for entry in entries {
-            if entry.is_dir() {
-                log.warn(format_args!(
-                    "trusted directory file:{} was not expanded by `pfs manifest`; its files are hashed now \
-                     and are NOT covered by the measurement",
-                    entry.uri
-                ));
-                let expanded_dir = crate::build::expand_trusted_files(std::slice::from_ref(entry), cwd)
-                    .map_err(|e| LaunchError::Trusted {
-                        uri: entry.uri.clone(),
-                        failure: TrustedFailure::Other(e.to_string()),
-                    })?;
-                expanded.extend(expanded_dir.into_iter().map(|(u, h)| (u, Some(h))));
-            } else {
-                expanded.push((entry.uri.clone(), entry.sha256));
-            }
-        }
-        for (i, (uri, expected)) in expanded.into_iter().enumerate() {
-            let host = cwd.join(&uri);
-            let bytes = fs::read(&host).map_err(|e| LaunchError::Trusted {
-                uri: uri.clone(),
-                failure: TrustedFailure::Unreadable(e),
-            })?;
-            let actual: [u8; 32] = Sha256::digest(&bytes).into();
-            match expected {
-                Some(expected) if expected != actual => {
-                    return Err(LaunchError::Trusted {
-                        uri,
-                        failure: TrustedFailure::Mismatch {
-                            expected: hex::encode(expected),
-                            actual: hex::encode(actual),
-                        },
-                    });
-                }
-                Some(_) => {}
-                None => log.warn(format_args!(
-                    "trusted file file:{uri} has no sha256 (the manifest was not built with `pfs manifest`); \
-                     using its current content, which the measurement does NOT cover"
-                )),
-            }
-            let copy = self.store.join(i.to_string());
-            let mode = fs::metadata(&host).map(|m| m.mode() & 0o555).unwrap_or(0o444);
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode | 0o444)
-                .open(&copy)
-                .map_err(|e| LaunchError::view("store a verified trusted file", &copy, e))?;
-            file.write_all(&bytes)
-                .map_err(|e| LaunchError::view("store a verified trusted file", &copy, e))?;
-            self.verified.push(Verified { host, copy });
-        }
-        Ok(())
+    /// Takes the manifest's trusted files. Nothing is read yet: each file is verified when
+    /// the program first opens it (see the `trusted` module).
+    pub(crate) fn load_trusted(&mut self, entries: &[TrustedFile], cwd: &Path, log: &Log) {
+        self.trusted = Some(Arc::new(TrustedList::new(entries, cwd, log)));
     }
 
     /// Makes the entries of the host directory `fs.root` appear at `/`.
     fn bind_root(&mut self, host_root: &Path) -> Result<(), LaunchError> {
         let root = self.root.clone();
-        self.bind_entries(host_root, &root)
+        self.bind_entries(host_root, &root, true)
     }
 
     /// Recreates every entry of the host directory `source` inside `target` (a tmpfs of
-    /// ours): directories and files as recursive binds, symlinks as copies.
-    fn bind_entries(&mut self, source: &Path, target: &Path) -> Result<(), LaunchError> {
+    /// ours): directories and files as recursive binds, symlinks as copies. With `serve`,
+    /// entries holding trusted files are bound from the trusted view (see [`View::serve`]).
+    fn bind_entries(&mut self, source: &Path, target: &Path, serve: bool) -> Result<(), LaunchError> {
         let mut entries: Vec<fs::DirEntry> = fs::read_dir(source)
             .and_then(|d| d.collect::<io::Result<_>>())
             .map_err(|e| LaunchError::view("read", source, e))?;
@@ -606,7 +668,12 @@ impl View {
                 fs::File::create(&to).map_err(|e| LaunchError::view("create", &to, e))?;
             }
             self.log.push(Action::Created(to.clone()));
-            self.mount(|| sys::bind(&from, &to, true), "bind", &to)?;
+            let served = if serve { self.serve(&from) } else { None };
+            let source = served.clone().unwrap_or_else(|| from.clone());
+            self.mount(|| sys::bind(&source, &to, true), "bind", &to)?;
+            if served.is_some() {
+                self.trusted_places.extend(Place::at(&to));
+            }
         }
         Ok(())
     }
@@ -647,19 +714,31 @@ impl View {
         Ok(())
     }
 
-    /// Binds each verified copy read-only over every place in the view where the same host
-    /// file is visible (same device and inode after all mounts are in place).
-    fn bind_verified(
+    /// Trusted files outside the places served whole (in writable places: next to allowed
+    /// files, or in a directory that is allowed): each is bound from the trusted view over
+    /// every place in the view where the same host file is visible (same device and inode
+    /// after all mounts are in place).
+    fn bind_trusted_elsewhere(
         &mut self,
         manifest: &Manifest,
         cwd: &Path,
-        verified: &[Verified],
         log: &Log,
     ) -> Result<(), LaunchError> {
+        let Some(list) = self.trusted.clone() else { return Ok(()) };
+        if self.server().is_none() {
+            return Ok(());
+        }
         let sources = chroot_sources(manifest, cwd);
-        for v in verified {
-            let Ok(host) = fs::canonicalize(&v.host) else { continue };
+        let served = self.served.clone();
+        for file in list.files() {
+            if served.iter().any(|s| file.starts_with(s)) {
+                continue;
+            }
+            let Ok(host) = fs::canonicalize(file) else { continue };
             let Ok(host_meta) = fs::metadata(&host) else { continue };
+            if !host_meta.is_file() {
+                continue;
+            }
             let mut bound = false;
             for (src, view_base) in &sources {
                 let Ok(rel) = host.strip_prefix(src) else { continue };
@@ -671,22 +750,24 @@ impl View {
                 if !same {
                     continue;
                 }
-                self.mount(|| sys::bind(&v.copy, &target, false), "bind a verified trusted file", &target)?;
+                let Some(place) = self.server().map(|s| s.add_tree(file)) else { continue };
+                self.mount(|| sys::bind(&place, &target, false), "bind a trusted file", &target)?;
                 sys::remount_bind_readonly(&target)
                     .map_err(|e| LaunchError::view("make a trusted file read-only", &target, e))?;
+                self.trusted_places.extend(Place::at(&target));
                 bound = true;
             }
             if !bound {
-                log.debug(format_args!("trusted file {} is not visible in the view", v.host.display()));
+                log.debug(format_args!("trusted file {} is not visible in the view", file.display()));
             }
         }
         Ok(())
     }
 
-    /// The verified copies of the trusted files (one inode each, bound read-only wherever
-    /// the host file is visible in the view).
-    pub(super) fn verified_copies(&self) -> impl Iterator<Item = &Path> {
-        self.verified.iter().map(|v| v.copy.as_path())
+    /// Where the trusted view is bound (read and execute under the strict policy; the
+    /// trusted view itself refuses files that are not trusted).
+    pub(super) fn trusted_places(&self) -> impl Iterator<Item = &Place> {
+        self.trusted_places.iter()
     }
 
     /// Tmpfs and encrypted mounts, `/dev` basics and `/proc`: full access under the strict
@@ -853,6 +934,11 @@ impl View {
         if self.own_devs.contains(&meta.dev()) {
             return Ok(());
         }
+        // The trusted view is read-only: always shadow its directories.
+        let trusted_view = self
+            .server()
+            .and_then(|_| fs::metadata(self.staging.join("trusted")).ok())
+            .is_some_and(|m| m.dev() == meta.dev());
         let Some(layout) = &self.layout else { return Ok(()) };
         let Ok(rel) = dir.strip_prefix(&self.root) else { return Ok(()) };
         let view_path = format!("/{}", rel.display());
@@ -862,7 +948,7 @@ impl View {
             (Some(h), Some(root)) => h.starts_with(root),
             _ => true,
         };
-        if in_app {
+        if in_app && !trusted_view {
             return Ok(());
         }
         // Keep the directory's current content reachable, then cover it with a tmpfs and
@@ -874,7 +960,7 @@ impl View {
         self.mount(|| sys::mount_tmpfs(dir, &mode), "shadow", dir)?;
         let dir = dir.to_owned();
         self.remember_own_tmpfs(&dir);
-        self.bind_entries(&shadow, &dir)?;
+        self.bind_entries(&shadow, &dir, false)?;
         Ok(())
     }
 
@@ -903,6 +989,9 @@ impl View {
                         .map_err(|e| LaunchError::view("remove the unused placeholder", &p, e)),
                     _ => Ok(()),
                 },
+                Action::Trusted(server) => server
+                    .unmount()
+                    .map_err(|e| LaunchError::view("unmount the trusted-file view", &self.staging, e)),
                 Action::Attestation(mount) => {
                     mount.unmount().map_err(|e| LaunchError::view("unmount /dev/attestation", &self.root, e))
                 }
