@@ -30,6 +30,8 @@ mkdir -p "$owner/plain" "$cloud"
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 arch_libdir=/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 [ -d "$arch_libdir" ] || arch_libdir=/lib/x86_64-linux-gnu
+# The ELF interpreter of the venv's python (see the templates' note on PT_INTERP).
+interp=$(readelf -l "$(realpath "$PY")" | sed -n 's/.*interpreter: \(.*\)]/\1/p')
 
 echo "== 1. the model, the image and the classes (owner)"
 "$PY" "$here/make_model.py" "$owner/plain"
@@ -48,7 +50,7 @@ echo "== 4. the manifest (cloud)"
 cp "$here/pytorchexample.py" "$here/pytorch.manifest.template" "$cloud/"
 render() { # template output
   (cd "$cloud" && PFS_PYTHON=$PY "$PFS" manifest "$1" "$2" -Dentrypoint="$PY" -Dvenv_dir="$VENV" \
-    -Darch_libdir="$arch_libdir" -Dservers="localhost:$port") | sed -n 's/^simulated measurement (NOT an SGX MRENCLAVE): //p'
+    -Darch_libdir="$arch_libdir" -Dinterp="$interp" -Dservers="localhost:$port") | sed -n 's/^simulated measurement (NOT an SGX MRENCLAVE): //p'
 }
 mr=$(render pytorch.manifest.template pytorch.manifest)
 echo "simulated measurement: $mr"
