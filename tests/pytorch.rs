@@ -86,7 +86,10 @@ fn samples(data: &[u8]) -> Vec<&[u8]> {
 fn pytorch_example_inference_and_training() {
     let venv = venv();
     let py = venv.join("bin/python3");
-    assert!(fs::symlink_metadata(&py).unwrap().file_type().is_symlink(), "a stock venv (bin/python3 a symlink)");
+    assert!(
+        fs::symlink_metadata(&py).unwrap().file_type().is_symlink(),
+        "a stock venv (bin/python3 a symlink)"
+    );
     let interp = {
         let out = run_ok(Command::new("readelf").arg("-l").arg(fs::canonicalize(&py).unwrap()));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -152,7 +155,8 @@ fn pytorch_example_inference_and_training() {
     let mr_train = render("train.manifest.template", "train.manifest");
 
     // 5. The policy and the key server, its log kept to count key releases.
-    let mut policy = "[attestation]\ninsecure_allow_simulated = true\n[keys.default]\nfile = \"wrap-key\"\n".to_owned();
+    let mut policy =
+        "[attestation]\ninsecure_allow_simulated = true\n[keys.default]\nfile = \"wrap-key\"\n".to_owned();
     for (name, mr) in [("pytorch-infer", &mr_infer), ("pytorch-train", &mr_train)] {
         policy += &format!(
             "[[enclave]]\nname = \"{name}\"\ntee = \"simulated\"\nmrenclave = \"{mr}\"\nfirst_secret = \"default\"\n"

@@ -295,6 +295,9 @@ fn hash_all(
     Ok(results.into_iter().filter_map(|(_, r)| r.ok()).collect())
 }
 
+/// Expanded trusted files: `(normalised URI without file:, sha256)` in first-seen order.
+pub type TrustedList = Vec<(String, [u8; 32])>;
+
 /// Expands trusted-file entries with [`Hashing::default`] (all cores, no cache); see
 /// [`expand_trusted_files_with`].
 pub fn expand_trusted_files(
@@ -315,7 +318,7 @@ pub fn expand_trusted_files_with(
     entries: &[TrustedFile],
     cwd: &Path,
     hashing: &mut Hashing<'_>,
-) -> Result<(Vec<(String, [u8; 32])>, HashStats), BuildError> {
+) -> Result<(TrustedList, HashStats), BuildError> {
     // Phase 1: the list, in order; `Err(j)` = the hash of jobs[j].
     let mut listed: Vec<(String, Result<[u8; 32], usize>)> = Vec::new();
     let mut jobs: Vec<Job> = Vec::new();

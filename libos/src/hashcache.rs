@@ -166,7 +166,7 @@ impl HashCache {
         let bytes = encode(&entries);
         let mut tmp = tempfile::Builder::new()
             .prefix(".trusted-hashes.")
-            .permissions(fs::Permissions::from(std::os::unix::fs::PermissionsExt::from_mode(0o600)))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .tempfile_in(dir)?;
         tmp.write_all(&bytes)?;
         tmp.as_file().sync_all()?;
