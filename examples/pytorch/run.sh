@@ -21,8 +21,10 @@ PY=$VENV/bin/python3
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/pfs-pytorch.XXXXXX")
 server=
 cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-  [ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"
+  local rc=$?
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; fi
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+  exit "$rc"
 }
 trap cleanup EXIT
 owner=$work/owner cloud=$work/cloud
