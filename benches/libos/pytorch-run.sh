@@ -33,7 +33,7 @@ printf '[attestation]\ninsecure_allow_simulated = true\n[keys.default]\nfile = "
 (cd "$owner" && exec "$PFS" keyserver --policy policy.toml --listen "127.0.0.1:$port" \
   --cert tls/server.pem --key tls/server-key.pem) 2>/dev/null &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
 sleep 1
 
 echo "== machine: $(nproc) cores, $(uname -r); pfs $PFS; $ROUNDS rounds, page cache warm after round 0"
