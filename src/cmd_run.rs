@@ -56,6 +56,14 @@ pub struct ManifestArgs {
     /// part of the simulated measurement and `pfs run` refuses any other launcher.
     #[arg(long)]
     pub pin_launcher: bool,
+    /// The trusted-file hash cache [default: $XDG_CACHE_HOME/pfs/trusted-hashes.v1, else
+    /// ~/.cache/pfs/trusted-hashes.v1]. Entries are keyed by (device, inode, size, mtime,
+    /// ctime); a damaged cache is ignored and rewritten.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_hash_cache")]
+    pub hash_cache: Option<PathBuf>,
+    /// Hash every trusted file, reading and writing no cache.
+    #[arg(long)]
+    pub no_hash_cache: bool,
 }
 
 /// `pfs run MANIFEST [ARGS]...`
@@ -83,15 +91,78 @@ pub fn run_manifest(args: &ManifestArgs) -> anyhow::Result<()> {
         pin_launcher: args.pin_launcher.then_some(exe),
     };
     let cwd = std::env::current_dir().context("getting the current directory")?;
-    let built = libos::build::build(&args.template.display().to_string(), &template, &cwd, &options)?;
+    let cache_path = if args.no_hash_cache {
+        None
+    } else {
+        args.hash_cache.clone().or_else(libos::hashcache::default_path)
+    };
+    let mut cache = cache_path.as_ref().map(|p| {
+        let (cache, outcome) = libos::hashcache::HashCache::load(p);
+        if let libos::hashcache::LoadOutcome::Ignored(why) = outcome {
+            eprintln!("pfs manifest: warning: hash cache {why}");
+        }
+        cache
+    });
+    let bar = hash_progress_bar();
+    let bar = &bar;
+    let progress = move |p: libos::build::HashProgress| {
+        if let Some(bar) = bar {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+        }
+    };
+    let mut hashing =
+        libos::build::Hashing { threads: None, cache: cache.as_mut(), progress: Some(&progress) };
+    let built = libos::build::build_with(
+        &args.template.display().to_string(),
+        &template,
+        &cwd,
+        &options,
+        &mut hashing,
+    );
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let built = built?;
     for w in &built.warnings {
         eprintln!("pfs manifest: warning: {w}");
     }
+    if let (Some(cache), Some(path)) = (&cache, &cache_path) {
+        // A cache that cannot be written costs the next run time, not correctness.
+        if let Err(e) = cache.save(path) {
+            eprintln!("pfs manifest: warning: cannot write hash cache {}: {e}", path.display());
+        }
+    }
+    let s = built.hash_stats;
+    eprintln!(
+        "pfs manifest: {} trusted file(s): {} hashed ({}), {} from the cache, {} thread(s)",
+        s.files,
+        s.hashed,
+        crate::size::format_size(s.bytes),
+        s.cached,
+        s.threads
+    );
     std::fs::write(&args.output, built.manifest.text())
         .with_context(|| format!("writing {}", args.output.display()))?;
     println!("wrote {} with {} trusted file(s)", args.output.display(), built.manifest.trusted_files.len());
     println!("simulated measurement (NOT an SGX MRENCLAVE): {}", built.measurement);
     Ok(())
+}
+
+/// A file-count progress line on stderr, only when stderr is a terminal.
+fn hash_progress_bar() -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    let style = indicatif::ProgressStyle::with_template(
+        "hashing trusted files [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
 }
 
 /// Runs the program of a manifest in the simulated TEE and returns its exit code.

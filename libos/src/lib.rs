@@ -4,6 +4,7 @@
 //!   validated [`Manifest`]), the subset of the project's `spec/manifest.md`.
 //! * [`template`]: Gramine-style Jinja templates rendered with minijinja.
 //! * [`build`]: the `pfs manifest` pipeline (render, validate, expand trusted files).
+//! * [`hashcache`]: the trusted-file hash cache of `pfs manifest`.
 //! * [`mod@measure`]: the documented simulated measurement (never an SGX MRENCLAVE).
 //! * [`launcher`]: `pfs run`, a private mount namespace with a chroot view of the
 //!   manifest's mount table, trusted-file verification and the program's exit status.
@@ -15,6 +16,7 @@
 
 pub mod build;
 pub mod exit;
+pub mod hashcache;
 pub mod launcher;
 pub mod manifest;
 pub mod measure;
