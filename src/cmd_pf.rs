@@ -429,8 +429,7 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Outcome> {
     let input_meta =
         fs::metadata(&args.input).with_context(|| format!("cannot read input {}", args.input.display()))?;
     let mut reporter = Reporter::new(args.quiet);
-    // Decryption (the reading side) on a helper thread overlaps with writing only when a
-    // second core is free; decided once per command.
+    // Decryption (the reading side) on a helper thread overlaps with writing.
     let overlap = overlap_stages();
 
     if input_meta.is_dir() {

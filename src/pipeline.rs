@@ -6,42 +6,15 @@ use std::sync::mpsc;
 use anyhow::Result;
 use zeroize::Zeroizing;
 
-/// Whether streaming commands should overlap their stages on helper threads: only when at
-/// least two cores are free. With one free core the helpers compete with the main thread
-/// for it, and the hand-offs (a copy into the write-behind queue, wake-ups) are pure extra
-/// work, so the stages run one after another on the calling thread instead. The
-/// environment variable `PFS_OVERLAP=1` or `=0` forces either choice (for benchmarks).
+/// Whether streaming commands overlap their stages on helper threads (the default), or
+/// run them one after another on the calling thread (`PFS_OVERLAP=0`, for benchmarks).
+/// Measured with `yes` beside and other builds at load 7 (docs/PERFORMANCE.md, "CLI
+/// encrypt/decrypt on a busy machine"): the serial mode costs the least CPU but was no
+/// faster for encrypt and 2.5× slower for decrypt, because the scheduler gives a process
+/// with more runnable threads a larger share of a contended machine. So the count of
+/// free cores is not consulted.
 pub fn overlap_stages() -> bool {
-    match std::env::var("PFS_OVERLAP").as_deref() {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ => free_cores() >= 2,
-    }
-}
-
-/// How many cores are free now: the machine's cores minus the tasks other than this
-/// thread that are runnable (the fourth field of `/proc/loadavg`, `runnable/total`, is
-/// instantaneous, unlike the load averages, which lag by a minute). Three samples 1 ms
-/// apart, the most free one kept, so a passing burst does not count. Without
-/// `/proc/loadavg` every core counts as free.
-pub fn free_cores() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut free = 0;
-    for sample in 0..3 {
-        if sample > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let Some(others) = runnable_others() else { return cores };
-        free = free.max(cores.saturating_sub(others));
-    }
-    free.max(1)
-}
-
-/// Runnable tasks on the machine besides the calling thread, from `/proc/loadavg`.
-fn runnable_others() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let (runnable, _) = text.split_whitespace().nth(3)?.split_once('/')?;
-    Some(runnable.parse::<usize>().ok()?.saturating_sub(1))
+    std::env::var("PFS_OVERLAP").as_deref() != Ok("0")
 }
 
 /// Buffers in flight: one being filled, one queued, one being drained.
@@ -123,13 +96,6 @@ mod tests {
         .unwrap();
         assert_eq!(moved, 100_000);
         assert_eq!(out, data);
-    }
-
-    #[test]
-    fn free_cores_is_between_one_and_the_machine() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let free = free_cores();
-        assert!((1..=cores).contains(&free), "{free} free of {cores}");
     }
 
     #[test]
