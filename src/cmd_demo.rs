@@ -274,7 +274,7 @@ pub fn decrypt(host: &Path, key: &pfs_core::Key, embedded: &str) -> Result<Vec<u
         .open(host)
         .with_context(|| format!("opening {}", host.display()))?;
     let options = pfs_core::OpenOptions::new().read_only(true);
-    let mut pf = pfs_core::ProtectedFile::open(
+    let pf = pfs_core::ProtectedFile::open(
         pfs_core::FileStore::new(file),
         key,
         Some(embedded.as_bytes()),

@@ -14,7 +14,7 @@ use pfs_core::metadata::PlainHeader;
 use pfs_core::path::{join_normalized, normalize};
 use pfs_core::recovery::{Assessment, assess};
 use pfs_core::{
-    CryptoProvider, Error as PfError, FileStore, FormatVersion, Journal, Key, OpenOptions,
+    CryptoProvider, Error as PfError, FileStore, FormatVersion, Journal, Key, NodeStore, OpenOptions,
     PendingWritePolicy, ProtectedFile,
 };
 use serde::Serialize;
@@ -23,7 +23,7 @@ use crate::Outcome;
 use crate::input_map::map_input;
 use crate::keyfile::{read_key, write_new_key};
 use crate::output::AtomicOutput;
-use crate::pipeline::pump;
+use crate::pipeline::{overlap_stages, pump};
 use crate::report::Reporter;
 use crate::size::format_size;
 use crate::walk::{ensure_not_inside, walk};
@@ -145,6 +145,8 @@ struct EncryptIo {
     sync: bool,
     /// Map regular input files instead of reading them.
     mmap: bool,
+    /// Read, seal and write on separate threads ([`overlap_stages`]).
+    overlap: bool,
 }
 
 /// Runs `pfs encrypt`.
@@ -157,7 +159,7 @@ pub fn encrypt(args: &EncryptArgs) -> Result<Outcome> {
     let input_meta =
         fs::metadata(&args.input).with_context(|| format!("cannot read input {}", args.input.display()))?;
     let mut reporter = Reporter::new(args.quiet);
-    let io = EncryptIo { sync: args.sync, mmap: !args.no_mmap };
+    let io = EncryptIo { sync: args.sync, mmap: !args.no_mmap, overlap: overlap_stages() };
 
     if input_meta.is_dir() {
         let base = args.path.as_deref().unwrap_or(&args.output);
@@ -210,8 +212,9 @@ pub fn encrypt(args: &EncryptArgs) -> Result<Outcome> {
 /// Encrypts `src` into a new protected file at `dest` bound to `embedded`; returns the
 /// plaintext size.
 ///
-/// Three stages overlap: reading the input (from a memory map, or with `read` on a helper
-/// thread), sealing (this thread) and writing the ciphertext (a write-behind thread).
+/// With `io.overlap`, three stages overlap: reading the input (from a memory map, or with
+/// `read` on a helper thread), sealing (this thread) and writing the ciphertext (a
+/// write-behind thread). Without, all three run on this thread, which costs the least CPU.
 fn encrypt_file(
     key: &Key,
     src: &Path,
@@ -225,8 +228,34 @@ fn encrypt_file(
     let meta = input.metadata().with_context(|| format!("cannot read {}", src.display()))?;
     let mode = Some(meta.permissions().mode());
     let output = AtomicOutput::create(dest)?;
-    let (store, writes) = WriteBehindStore::new(output.clone_file()?)
-        .with_context(|| format!("cannot start writing {}", dest.display()))?;
+    let written = if io.overlap {
+        let (store, writes) = WriteBehindStore::new(output.clone_file()?)
+            .with_context(|| format!("cannot start writing {}", dest.display()))?;
+        let written =
+            encrypt_into(store, key, embedded, options, (&mut input, &meta, src), dest, io, reporter)?;
+        writes.finish().with_context(|| format!("cannot write {}", dest.display()))?;
+        written
+    } else {
+        let store = FileStore::new(output.clone_file()?);
+        encrypt_into(store, key, embedded, options, (&mut input, &meta, src), dest, io, reporter)?
+    };
+    output.commit(mode, io.sync)?;
+    Ok(written)
+}
+
+/// The body of [`encrypt_file`] over either store: creates the protected file in `store`,
+/// streams `input` (the file, its metadata and its name) into it and closes it.
+#[allow(clippy::too_many_arguments)]
+fn encrypt_into<S: NodeStore>(
+    store: S,
+    key: &Key,
+    embedded: &[u8],
+    options: &OpenOptions,
+    (input, meta, src): (&mut File, &fs::Metadata, &Path),
+    dest: &Path,
+    io: EncryptIo,
+    reporter: &Reporter,
+) -> Result<u64> {
     let mut pf =
         ProtectedFile::create(store, key, embedded, options).context("cannot create the protected file")?;
     let mut offset = 0u64;
@@ -236,24 +265,44 @@ fn encrypt_file(
         reporter.advance(chunk.len() as u64);
         Ok(())
     };
-    match io.mmap.then(|| map_input(&input, &meta, CHUNK_SIZE)).flatten() {
+    match io.mmap.then(|| map_input(input, meta, CHUNK_SIZE)).flatten() {
         Some(map) => {
             for chunk in map.chunks(CHUNK_SIZE) {
                 write(chunk)?;
             }
         }
         None => {
-            pump(
-                CHUNK_SIZE,
-                |buf| read_full(&mut input, buf).with_context(|| format!("cannot read {}", src.display())),
-                write,
-            )?;
+            let read = |buf: &mut [u8]| {
+                read_full(&mut *input, buf).with_context(|| format!("cannot read {}", src.display()))
+            };
+            if io.overlap {
+                pump(CHUNK_SIZE, read, write)?;
+            } else {
+                serial_pump(CHUNK_SIZE, read, write)?;
+            }
         }
     }
     pf.close().with_context(|| format!("cannot write {}", dest.display()))?;
-    writes.finish().with_context(|| format!("cannot write {}", dest.display()))?;
-    output.commit(mode, io.sync)?;
     Ok(offset)
+}
+
+/// [`pump`] on the calling thread: fills a buffer, drains it, until `fill` returns 0.
+/// The buffer is wiped when dropped (it may hold plaintext).
+fn serial_pump(
+    chunk: usize,
+    mut fill: impl FnMut(&mut [u8]) -> Result<usize>,
+    mut drain: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; chunk]);
+    let mut moved = 0u64;
+    loop {
+        let n = fill(&mut buf)?;
+        if n == 0 {
+            return Ok(moved);
+        }
+        drain(&buf[..n])?;
+        moved += n as u64;
+    }
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -380,6 +429,8 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Outcome> {
     let input_meta =
         fs::metadata(&args.input).with_context(|| format!("cannot read input {}", args.input.display()))?;
     let mut reporter = Reporter::new(args.quiet);
+    // Decryption (the reading side) on a helper thread overlaps with writing.
+    let overlap = overlap_stages();
 
     if input_meta.is_dir() {
         let prefix: Option<&Path> = match (&args.expect_path, args.verify) {
@@ -390,7 +441,7 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Outcome> {
         return transform_tree(&args.input, &args.output, &mut reporter, "decrypt", |src, dest, rel, rep| {
             let expected =
                 prefix.map(|p| join_normalized(p.as_os_str().as_bytes(), rel.as_os_str().as_bytes()));
-            decrypt_file(&key, src, dest, expected.as_deref(), args.sync, rep)
+            decrypt_file(&key, src, dest, expected.as_deref(), (args.sync, overlap), rep)
         });
     }
 
@@ -405,8 +456,9 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Outcome> {
     if !args.quiet && input_meta.len() >= 64 << 20 {
         reporter.start_progress(input_meta.len(), "decrypting");
     }
-    let size = decrypt_file(&key, &args.input, &args.output, expected.as_deref(), args.sync, &reporter)
-        .with_context(|| format!("cannot decrypt {}", args.input.display()))?;
+    let size =
+        decrypt_file(&key, &args.input, &args.output, expected.as_deref(), (args.sync, overlap), &reporter)
+            .with_context(|| format!("cannot decrypt {}", args.input.display()))?;
     reporter.finish_progress();
     reporter.info(format_args!(
         "decrypted {} -> {} ({})",
@@ -454,33 +506,32 @@ fn open_for_reading(
     Ok(ProtectedFile::open(FileStore::new(file), key, expected, &options)?)
 }
 
-/// Decrypts `src` into `dest`; returns the plaintext size.
+/// Decrypts `src` into `dest`; returns the plaintext size. `(sync, overlap)`: fsync the
+/// output; decrypt on a helper thread while this one writes.
 fn decrypt_file(
     key: &Key,
     src: &Path,
     dest: &Path,
     expected: Option<&[u8]>,
-    sync: bool,
+    (sync, overlap): (bool, bool),
     reporter: &Reporter,
 ) -> Result<u64> {
-    let mut pf = open_for_reading(key, src, expected, reporter)?;
+    let pf = open_for_reading(key, src, expected, reporter)?;
     let mode = fs::metadata(src).ok().map(|m| m.permissions().mode());
     let output = AtomicOutput::create(dest)?;
     let mut out = output.file();
     let mut offset = 0u64;
-    let size = pump(
-        CHUNK_SIZE,
-        |buf| {
-            let n = pf.read_at(offset, buf)?;
-            offset += n as u64;
-            Ok(n)
-        },
-        |chunk| {
-            out.write_all(chunk).with_context(|| format!("cannot write {}", dest.display()))?;
-            reporter.advance(chunk.len() as u64);
-            Ok(())
-        },
-    )?;
+    let read = |buf: &mut [u8]| {
+        let n = pf.read_at(offset, buf)?;
+        offset += n as u64;
+        Ok(n)
+    };
+    let write = |chunk: &[u8]| {
+        out.write_all(chunk).with_context(|| format!("cannot write {}", dest.display()))?;
+        reporter.advance(chunk.len() as u64);
+        Ok(())
+    };
+    let size = if overlap { pump(CHUNK_SIZE, read, write)? } else { serial_pump(CHUNK_SIZE, read, write)? };
     output.commit(mode, sync)?;
     Ok(size)
 }

@@ -6,6 +6,17 @@ use std::sync::mpsc;
 use anyhow::Result;
 use zeroize::Zeroizing;
 
+/// Whether streaming commands overlap their stages on helper threads (the default), or
+/// run them one after another on the calling thread (`PFS_OVERLAP=0`, for benchmarks).
+/// Measured with `yes` beside and other builds at load 7 (docs/PERFORMANCE.md, "CLI
+/// encrypt/decrypt on a busy machine"): the serial mode costs the least CPU but was no
+/// faster for encrypt and 2.5× slower for decrypt, because the scheduler gives a process
+/// with more runnable threads a larger share of a contended machine. So the count of
+/// free cores is not consulted.
+pub fn overlap_stages() -> bool {
+    std::env::var("PFS_OVERLAP").as_deref() != Ok("0")
+}
+
 /// Buffers in flight: one being filled, one queued, one being drained.
 const BUFFERS_IN_FLIGHT: usize = 3;
 

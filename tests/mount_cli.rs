@@ -88,7 +88,7 @@ fn foreground_mount_unmounts_cleanly_on_sigterm() {
     // The file is bound to the --path-prefix path.
     let f = fs::File::open(enc.join("x")).unwrap();
     let key = pfs_core::Key::from_bytes([0x42; 16]);
-    let mut pf = pfs_core::ProtectedFile::open(
+    let pf = pfs_core::ProtectedFile::open(
         pfs_core::FileStore::new(f),
         &key,
         Some(b"/data/x"),

@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the engine: node sealing per backend, and sequential
-//! write+flush / read of a 64 MiB file held in memory, per backend and cache capacity.
+//! write+flush / read of a 64 MiB file held in memory, per backend and cache capacity,
+//! and 1, 2 and 4 threads reading one 256 MiB file at once through `read_at(&self)`.
 //!
 //! Run: `cargo bench -p pfs-core --bench engine --features rustcrypto`
 //! (the `rustcrypto` feature adds the pure-Rust backend next to ring).
@@ -72,7 +73,7 @@ fn sequential(c: &mut Criterion) {
             });
             write_file(&disk, &options, &data);
             let key = Key::from_bytes([7; 16]);
-            let mut file = ProtectedFile::open(disk, &key, None, &options).unwrap();
+            let file = ProtectedFile::open(disk, &key, None, &options).unwrap();
             let mut buf = vec![0u8; IO_SIZE];
             group.bench_function(BenchmarkId::new("read", &id), |b| {
                 b.iter(|| {
@@ -87,5 +88,45 @@ fn sequential(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, seal_node, sequential);
+/// Size of the file that concurrent readers share.
+const SHARED_FILE_SIZE: usize = 256 << 20;
+
+/// 1, 2 and 4 threads read one 256 MiB file held in memory, in 1 MiB requests: the
+/// file is cut into 1 MiB chunks dealt round-robin to the threads, as the kernel's
+/// readahead and parallel readers of one FUSE file do. Throughput is of the whole file
+/// (the same bytes for every thread count), so the ratio to 1 thread is the scaling.
+fn concurrent_read(c: &mut Criterion) {
+    let data: Vec<u8> = (0..SHARED_FILE_SIZE).map(|i| (i * 13) as u8).collect();
+    let options = OpenOptions::new();
+    let disk = MemStore::from_bytes(Vec::with_capacity(SHARED_FILE_SIZE + SHARED_FILE_SIZE / 64));
+    write_file(&disk, &options, &data);
+    drop(data);
+    let key = Key::from_bytes([7; 16]);
+    let file = ProtectedFile::open(disk, &key, None, &options).unwrap();
+    let chunks = SHARED_FILE_SIZE / IO_SIZE;
+    let mut group = c.benchmark_group("concurrent_read_256MiB");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(SHARED_FILE_SIZE as u64));
+    for threads in [1usize, 2, 4] {
+        group.bench_function(BenchmarkId::new("threads", threads), |b| {
+            b.iter(|| {
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        let file = &file;
+                        s.spawn(move || {
+                            let mut buf = vec![0u8; IO_SIZE];
+                            for chunk in (t..chunks).step_by(threads) {
+                                let n = file.read_at((chunk * IO_SIZE) as u64, &mut buf).unwrap();
+                                assert_eq!(n, IO_SIZE);
+                            }
+                        });
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, seal_node, sequential, concurrent_read);
 criterion_main!(benches);

@@ -48,7 +48,7 @@ fn main() {
     let write_cpu = cpu_time() - start;
     let write_wall = wall.elapsed();
 
-    let mut file = ProtectedFile::open(disk, &key, None, &options).unwrap();
+    let file = ProtectedFile::open(disk, &key, None, &options).unwrap();
     let mut buf = vec![0u8; IO];
     let start = cpu_time();
     let wall = std::time::Instant::now();

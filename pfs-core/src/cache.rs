@@ -1,5 +1,7 @@
 //! Decrypted-node buffers and the per-file LRU cache that holds them (spec §9).
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use lru::LruCache;
 
 use crate::layout::{DataNode, MhtNode, NODE_SIZE, PhysicalNode};
@@ -90,11 +92,49 @@ pub(crate) struct NodeCache {
     pub(crate) map: LruCache<u64, CachedNode>,
     pub(crate) capacity: usize,
     spare: Vec<NodeBuf>,
+    /// Counters, kept here so shared readers update them under the cache's lock.
+    pub(crate) stats: CacheStats,
 }
 
 impl NodeCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        NodeCache { map: LruCache::unbounded(), capacity: capacity.max(1), spare: Vec::new() }
+        NodeCache {
+            map: LruCache::unbounded(),
+            capacity: capacity.max(1),
+            spare: Vec::new(),
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Marks the MHT chain from `m` up to the root most recently used, so data nodes
+    /// leave the cache before the nodes that hold their keys, and children before
+    /// parents (the load path relies on a cached node's ancestors being cached).
+    pub(crate) fn touch_ancestors(&mut self, m: MhtNode) {
+        let mut node = m;
+        while node != MhtNode::ROOT {
+            self.map.promote(&node.physical().0);
+            node = node.parent().expect("BUG: non-root MHT node without parent");
+        }
+    }
+
+    /// Evicts the least recently used *clean* nodes beyond the capacity. Shared readers
+    /// cannot flush, so they leave dirty nodes for the next writer, whose eviction
+    /// flushes them; the cache then holds at most the capacity plus one read batch.
+    /// Scanning from the LRU end keeps children leaving before their parents (a dirty
+    /// node's ancestors are dirty, so no clean parent of a dirty child is dropped).
+    pub(crate) fn shrink_clean(&mut self) {
+        while self.map.len() > self.capacity {
+            if self.lru_is_dirty() {
+                let victim = self.map.iter().rev().find(|(_, n)| !n.dirty).map(|(&p, _)| p);
+                match victim.and_then(|p| self.map.pop(&p)) {
+                    Some(node) => self.recycle(node.buf),
+                    None => return,
+                }
+            } else {
+                self.pop_lru();
+            }
+            self.stats.evictions += 1;
+        }
     }
 
     /// A buffer for a node about to be inserted: recycled when possible. Its content is
@@ -146,10 +186,6 @@ impl NodeCache {
         self.map.peek_mut(&node.0)
     }
 
-    pub(crate) fn promote(&mut self, node: PhysicalNode) {
-        self.map.promote(&node.0);
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
@@ -170,5 +206,26 @@ impl NodeCache {
             debug_assert!(!node.dirty, "BUG: dropping a dirty node");
             self.recycle(node.buf);
         }
+    }
+}
+
+/// A value that exclusive owners reach without locking ([`get`](Self::get) through
+/// `&mut`) and shared readers reach through a lock, so `&self` reads of one file run on
+/// several threads while `&mut self` paths pay nothing.
+pub(crate) struct Exclusive<T>(Mutex<T>);
+
+impl<T> Exclusive<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Exclusive(Mutex::new(value))
+    }
+
+    /// The value, without locking (the borrow proves no one else holds it).
+    pub(crate) fn get(&mut self) -> &mut T {
+        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The value, locked against other shared users.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

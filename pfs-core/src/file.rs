@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use crate::cache::{CacheStats, CachedKind, CachedNode, NodeBuf, NodeCache};
+use crate::cache::{CacheStats, CachedKind, CachedNode, Exclusive, NodeBuf, NodeCache};
 use crate::crypto::{CryptoProvider, Key, Tag};
 use crate::error::{Error, HeaderProblem, NodeKind, Result};
 use crate::layout::{
@@ -12,6 +12,7 @@ use crate::layout::{
 use crate::metadata::{FormatVersion, Metadata, PlainHeader, check_path_len, set_pending_flag};
 use crate::recovery::{self, Decision, Journal, JournalProblem, RECORD_SIZE, encode_record};
 use crate::storage::NodeStore;
+use std::sync::MutexGuard;
 
 /// Default number of cached nodes per open file. Chosen by measurement (see
 /// `docs/PERFORMANCE.md`): larger batches amortise the per-flush cost of re-sealing the
@@ -139,14 +140,14 @@ pub struct ProtectedFile<S: NodeStore> {
     meta_image: NodeBuf,
     root: NodeBuf,
     root_dirty: bool,
-    cache: NodeCache,
-    /// Reusable ciphertext buffer for flushes and batched reads.
+    /// Decrypted nodes and the counters; locked only by shared readers ([`read_at`](Self::read_at)).
+    cache: Exclusive<NodeCache>,
+    /// Reusable ciphertext buffer for flushes.
     scratch: Vec<u8>,
-    stats: CacheStats,
     /// Set when a flush failed half way; the in-memory tree no longer matches the store.
     poisoned: Option<String>,
     /// Gramine's recovery file, when enabled (spec §13).
-    journal: Option<Journal>,
+    journal: Exclusive<Option<Journal>>,
     /// A flush of this session wrote the journal (it is deleted on close).
     journal_used: bool,
     write_barriers: bool,
@@ -195,11 +196,10 @@ impl<S: NodeStore> ProtectedFile<S> {
             meta_image: NodeBuf::zeroed(),
             root: NodeBuf::zeroed(),
             root_dirty: false,
-            cache: NodeCache::new(options.cache_nodes),
+            cache: Exclusive::new(NodeCache::new(options.cache_nodes)),
             scratch: Vec::new(),
-            stats: CacheStats::default(),
             poisoned: None,
-            journal,
+            journal: Exclusive::new(journal),
             journal_used: false,
             write_barriers: options.write_barriers,
             recovered_nodes: None,
@@ -326,11 +326,10 @@ impl<S: NodeStore> ProtectedFile<S> {
             meta_image,
             root: NodeBuf::zeroed(),
             root_dirty: false,
-            cache: NodeCache::new(options.cache_nodes),
+            cache: Exclusive::new(NodeCache::new(options.cache_nodes)),
             scratch: Vec::new(),
-            stats: CacheStats::default(),
             poisoned: None,
-            journal,
+            journal: Exclusive::new(journal),
             // An applied (now empty) journal is deleted on close, as Gramine does.
             journal_used: recovered_nodes.is_some(),
             write_barriers: options.write_barriers,
@@ -375,7 +374,7 @@ impl<S: NodeStore> ProtectedFile<S> {
 
     /// Cache counters since open.
     pub fn cache_stats(&self) -> CacheStats {
-        self.stats
+        self.cache.lock().stats
     }
 
     /// The node store.
@@ -385,7 +384,14 @@ impl<S: NodeStore> ProtectedFile<S> {
 
     /// Reads up to `buf.len()` bytes at plaintext `offset`. Returns the number of bytes
     /// read, which is short only at the end of the file.
-    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    ///
+    /// Takes `&self`: several threads may read one file at once (wrap it in an `RwLock`
+    /// to mix in writers). The node cache is locked only to look nodes up, copy cached
+    /// plaintext out and insert newly opened nodes; storage reads and decryption of
+    /// uncached nodes run unlocked, so concurrent readers decrypt on separate cores.
+    /// Reads never flush: when the cache is over capacity they evict clean nodes only
+    /// and leave dirty ones to the next write or flush.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         self.check_usable()?;
         if offset >= self.meta.size {
             return Ok(0);
@@ -394,7 +400,7 @@ impl<S: NodeStore> ProtectedFile<S> {
         let buf = &mut buf[..len];
         let end = offset + len as u64;
         let mut done = 0;
-        let mut spans = layout::spans(offset, len).peekable();
+        let mut spans = layout::spans(offset, len);
         while let Some(span) = spans.next() {
             match span {
                 Span::Inline { skip, len } => {
@@ -402,12 +408,12 @@ impl<S: NodeStore> ProtectedFile<S> {
                     done += len;
                 }
                 Span::Data { node, skip, len } => {
-                    if self.cache.contains(node.physical()) {
-                        self.stats.hits += 1;
-                        let cached = self.cache.get_mut(node.physical()).expect("BUG: node vanished");
+                    let mut cache = self.cache.lock();
+                    if let Some(cached) = cache.get_mut(node.physical()) {
                         buf[done..done + len].copy_from_slice(&cached.buf.bytes()[skip..skip + len]);
                         done += len;
-                        self.touch_ancestors(node.parent());
+                        cache.stats.hits += 1;
+                        cache.touch_ancestors(node.parent());
                         continue;
                     }
                     // Stream a run of consecutive uncached nodes of one MHT group at once.
@@ -416,20 +422,17 @@ impl<S: NodeStore> ProtectedFile<S> {
                     while node.0 + run <= last_needed.0
                         && !(node.0 + run).is_multiple_of(layout::DATA_PER_MHT)
                         && run < READ_BATCH_NODES as u64
-                        && !self.cache.contains(DataNode(node.0 + run).physical())
+                        && !cache.contains(DataNode(node.0 + run).physical())
                     {
                         run += 1;
                     }
-                    let first_len = len;
-                    let copied = self.read_run(node, run as usize, skip, &mut buf[done..], first_len)?;
-                    done += copied;
+                    done += self.read_run(cache, node, run as usize, skip, &mut buf[done..], len)?;
                     // Skip the spans the run already produced.
                     for _ in 1..run {
                         spans.next();
                     }
                 }
             }
-            self.shrink_cache()?;
         }
         debug_assert_eq!(done, len);
         Ok(len)
@@ -467,7 +470,7 @@ impl<S: NodeStore> ProtectedFile<S> {
             return Ok(());
         }
         self.flush_internal()?;
-        self.cache.clear();
+        self.cache.get().clear();
         self.store.set_node_count(layout::host_node_count(size)).map_err(|e| Error::io(None, e))?;
         self.meta.size = size;
         self.meta_dirty = true;
@@ -512,7 +515,7 @@ impl<S: NodeStore> ProtectedFile<S> {
 
     fn remove_journal(&mut self) -> Result<()> {
         if self.journal_used
-            && let Some(journal) = self.journal.as_mut()
+            && let Some(journal) = self.journal.get().as_mut()
         {
             journal.remove().map_err(|e| Error::io(None, e))?;
             self.journal_used = false;
@@ -535,7 +538,7 @@ impl<S: NodeStore> ProtectedFile<S> {
             let node = DataNode(d);
             let start = node.plaintext_offset();
             let range = start..(start + NODE_SIZE_U64).min(self.meta.size);
-            if node.physical().0 >= host_nodes && !self.cache.contains(node.physical()) {
+            if node.physical().0 >= host_nodes && !self.cache.get().contains(node.physical()) {
                 let error = Error::NodeMissing {
                     kind: Some(NodeKind::Data(node)),
                     node: node.physical(),
@@ -608,29 +611,20 @@ impl<S: NodeStore> ProtectedFile<S> {
     }
 
     /// The plaintext of MHT node `m`, which must be the root or cached.
-    fn mht_bytes(&self, m: MhtNode) -> &[u8; NODE_SIZE] {
-        if m == MhtNode::ROOT {
-            self.root.bytes()
-        } else {
-            self.cache.peek(m.physical()).expect("BUG: MHT node not cached").buf.bytes()
-        }
+    fn mht_bytes(&mut self, m: MhtNode) -> &[u8; NODE_SIZE] {
+        mht_bytes_in(&self.root, self.cache.get(), m)
     }
 
     fn mht_bytes_mut(&mut self, m: MhtNode) -> &mut [u8; NODE_SIZE] {
         if m == MhtNode::ROOT {
             self.root.bytes_mut()
         } else {
-            self.cache.peek_mut(m.physical()).expect("BUG: MHT node not cached").buf.bytes_mut()
+            self.cache.get().peek_mut(m.physical()).expect("BUG: MHT node not cached").buf.bytes_mut()
         }
     }
 
-    fn entry(&self, parent: MhtNode, entry_offset: usize) -> (Key, Tag) {
-        let bytes = &self.mht_bytes(parent)[entry_offset..entry_offset + ENTRY_SIZE];
-        let mut key = [0u8; KEY_SIZE];
-        key.copy_from_slice(&bytes[..KEY_SIZE]);
-        let mut tag = [0u8; 16];
-        tag.copy_from_slice(&bytes[KEY_SIZE..]);
-        (Key::from_bytes(key), tag)
+    fn entry(&mut self, parent: MhtNode, entry_offset: usize) -> (Key, Tag) {
+        entry_in(&self.root, self.cache.get(), parent, entry_offset)
     }
 
     fn set_entry(&mut self, parent: MhtNode, entry_offset: usize, key: &Key, tag: &Tag) {
@@ -642,100 +636,41 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// Makes MHT node `m` and its ancestors available (root always is). With
     /// `for_write`, marks the whole chain dirty.
     fn load_mht_chain(&mut self, m: MhtNode, for_write: bool) -> Result<()> {
-        // Fast path. Ancestors are always more recently used than their descendants, so a
-        // cached node's ancestors are cached; and marking a node dirty marks its whole
-        // chain, so a dirty node's ancestors are dirty.
-        if m == MhtNode::ROOT {
-            self.root_dirty |= for_write;
-            return Ok(());
-        }
-        if let Some(cached) = self.cache.get_mut(m.physical())
-            && (!for_write || cached.dirty)
-        {
-            return Ok(());
-        }
-        let existing = layout::mht_node_count(self.meta.size);
-        for node in m.path_from_root() {
-            if node == MhtNode::ROOT {
-                if for_write {
-                    self.root_dirty = true;
-                }
-                continue;
-            }
-            let phys = node.physical();
-            if let Some(cached) = self.cache.get_mut(phys) {
-                cached.dirty |= for_write;
-                continue;
-            }
-            let buf = if node.0 >= existing {
-                self.stats.fresh += 1;
-                self.cache.take_zeroed_buf()
-            } else {
-                let parent = node.parent().expect("BUG: non-root MHT node without parent");
-                let (key, tag) = self.entry(parent, layout::mht_entry_offset(node.slot()));
-                let offset = node.first_data_node().plaintext_offset();
-                let mut buf = self.cache.take_buf();
-                self.read_one(phys, &mut buf, Some(NodeKind::Mht(node)), offset)?;
-                if self.crypto.cipher.open_in_place(&key, buf.bytes_mut(), &tag).is_err() {
-                    self.cache.recycle(buf);
-                    return Err(Error::NodeMac { kind: NodeKind::Mht(node), node: phys, offset });
-                }
-                self.stats.misses += 1;
-                buf
-            };
-            let dirty = for_write || node.0 >= existing;
-            self.cache.insert(phys, CachedNode { kind: CachedKind::Mht(node), buf, dirty });
-        }
-        Ok(())
-    }
-
-    fn read_one(
-        &mut self,
-        phys: PhysicalNode,
-        buf: &mut NodeBuf,
-        kind: Option<NodeKind>,
-        offset: u64,
-    ) -> Result<()> {
-        let read = self.store.read_nodes(phys, buf.bytes_mut()).map_err(|e| Error::io(Some(phys), e))?;
-        if read == 0 {
-            return Err(Error::NodeMissing { kind, node: phys, offset });
-        }
-        Ok(())
-    }
-
-    /// Marks the MHT chain above a data node most recently used, so data nodes leave the
-    /// cache before the nodes that hold their keys.
-    fn touch_ancestors(&mut self, m: MhtNode) {
-        let mut node = m;
-        while node != MhtNode::ROOT {
-            self.cache.promote(node.physical());
-            node = node.parent().expect("BUG: non-root MHT node without parent");
-        }
+        self.root_dirty |= for_write;
+        load_chain(
+            &self.store,
+            self.crypto.cipher,
+            self.meta.size,
+            &self.root,
+            self.cache.get(),
+            m,
+            for_write,
+        )
     }
 
     /// Ensures data node `node` is cached (reading and authenticating it if it exists).
     fn load_data_node(&mut self, node: DataNode, for_write: bool) -> Result<()> {
         let phys = node.physical();
-        if self.cache.contains(phys) {
-            self.stats.hits += 1;
+        if self.cache.get().contains(phys) {
+            self.cache.get().stats.hits += 1;
             self.load_mht_chain(node.parent(), for_write)?;
-            let cached = self.cache.get_mut(phys).expect("BUG: node vanished");
+            let cached = self.cache.get().get_mut(phys).expect("BUG: node vanished");
             cached.dirty |= for_write;
-            self.touch_ancestors(node.parent());
+            self.cache.get().touch_ancestors(node.parent());
             return Ok(());
         }
         self.load_mht_chain(node.parent(), for_write)?;
         let (key, tag) = self.entry(node.parent(), layout::data_entry_offset(node.slot()));
         let offset = node.plaintext_offset();
-        let mut buf = self.cache.take_buf();
-        self.read_one(phys, &mut buf, Some(NodeKind::Data(node)), offset)?;
+        let mut buf = self.cache.get().take_buf();
+        read_node(&self.store, phys, &mut buf, Some(NodeKind::Data(node)), offset)?;
         if self.crypto.cipher.open_in_place(&key, buf.bytes_mut(), &tag).is_err() {
-            self.cache.recycle(buf);
+            self.cache.get().recycle(buf);
             return Err(Error::NodeMac { kind: NodeKind::Data(node), node: phys, offset });
         }
-        self.stats.misses += 1;
-        self.cache.insert(phys, CachedNode { kind: CachedKind::Data(node), buf, dirty: for_write });
-        self.touch_ancestors(node.parent());
+        self.cache.get().stats.misses += 1;
+        self.cache.get().insert(phys, CachedNode { kind: CachedKind::Data(node), buf, dirty: for_write });
+        self.cache.get().touch_ancestors(node.parent());
         Ok(())
     }
 
@@ -744,8 +679,15 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// into `out` (starting `skip` bytes into `first`, `first_len` bytes of it) and caches
     /// them. Returns the bytes copied. Ciphertext is read straight into node buffers
     /// and decrypted there, so plaintext never sits in a shared bounce buffer.
+    ///
+    /// `cache` is held only to find the keys and take buffers, and again to insert the
+    /// opened nodes: the storage read and the AES run unlocked, so readers of one file
+    /// decrypt on separate cores. Between the two holds no writer can change the tree
+    /// (writers take `&mut self`); another reader may cache the same nodes, which is
+    /// harmless (same plaintext) and only costs duplicate work.
     fn read_run(
-        &mut self,
+        &self,
+        mut cache: MutexGuard<'_, NodeCache>,
         first: DataNode,
         count: usize,
         skip: usize,
@@ -753,52 +695,60 @@ impl<S: NodeStore> ProtectedFile<S> {
         first_len: usize,
     ) -> Result<usize> {
         let parent = first.parent();
-        self.load_mht_chain(parent, false)?;
+        load_chain(&self.store, self.crypto.cipher, self.meta.size, &self.root, &mut cache, parent, false)?;
+        cache.touch_ancestors(parent);
+        let entries: Vec<(Key, Tag)> = (0..count)
+            .map(|i| entry_in(&self.root, &cache, parent, layout::data_entry_offset(first.slot() + i)))
+            .collect();
+        let mut bufs: Vec<NodeBuf> = (0..count).map(|_| cache.take_buf()).collect();
+        drop(cache);
+
         let first_phys = first.physical();
-        let mut bufs: Vec<NodeBuf> = (0..count).map(|_| self.cache.take_buf()).collect();
         let read = {
             let mut targets: Vec<&mut [u8; NODE_SIZE]> = bufs.iter_mut().map(NodeBuf::bytes_mut).collect();
             self.store.read_nodes_into(first_phys, &mut targets)
         };
-        match read {
-            Ok(read) => {
-                for buf in bufs.drain(read..) {
-                    self.cache.recycle(buf);
-                }
-            }
-            Err(e) => {
-                for buf in bufs {
-                    self.cache.recycle(buf);
-                }
-                return Err(Error::io(Some(first_phys), e));
-            }
-        }
-
-        let entries: Vec<(Key, Tag)> = (0..bufs.len())
-            .map(|i| self.entry(parent, layout::data_entry_offset(first.slot() + i)))
-            .collect();
-        let opened = open_nodes(self.crypto.cipher, &mut bufs, &entries);
+        let (read, mut error) = match read {
+            Ok(read) => (read, None),
+            Err(e) => (0, Some(Error::io(Some(first_phys), e))),
+        };
+        let opened = open_nodes(self.crypto.cipher, &mut bufs[..read], &entries[..read]);
         let mut done = 0;
-        let mut bufs = bufs.into_iter();
-        for (i, authentic) in opened.iter().copied().chain(std::iter::repeat(false)).take(count).enumerate() {
-            let node = DataNode(first.0 + i as u64);
-            let phys = node.physical();
-            let offset = node.plaintext_offset();
-            let Some(buf) = bufs.next() else {
-                return Err(Error::NodeMissing { kind: Some(NodeKind::Data(node)), node: phys, offset });
-            };
+        let mut good = 0;
+        for (i, &authentic) in opened.iter().enumerate() {
             if !authentic {
-                self.cache.recycle(buf);
-                return Err(Error::NodeMac { kind: NodeKind::Data(node), node: phys, offset });
+                let node = DataNode(first.0 + i as u64);
+                let (phys, offset) = (node.physical(), node.plaintext_offset());
+                error = Some(Error::NodeMac { kind: NodeKind::Data(node), node: phys, offset });
+                break;
             }
             let (from, len) = if i == 0 { (skip, first_len) } else { (0, (out.len() - done).min(NODE_SIZE)) };
-            out[done..done + len].copy_from_slice(&buf.bytes()[from..from + len]);
+            out[done..done + len].copy_from_slice(&bufs[i].bytes()[from..from + len]);
             done += len;
-            self.stats.misses += 1;
-            self.cache.insert(phys, CachedNode { kind: CachedKind::Data(node), buf, dirty: false });
+            good += 1;
         }
-        self.touch_ancestors(parent);
-        Ok(done)
+        if error.is_none() && read < count {
+            let node = DataNode(first.0 + read as u64);
+            let (phys, offset) = (node.physical(), node.plaintext_offset());
+            error = Some(Error::NodeMissing { kind: Some(NodeKind::Data(node)), node: phys, offset });
+        }
+
+        let mut cache = self.cache.lock();
+        for (i, buf) in bufs.into_iter().enumerate() {
+            if i < good {
+                let node = DataNode(first.0 + i as u64);
+                cache.stats.misses += 1;
+                cache.insert(node.physical(), CachedNode { kind: CachedKind::Data(node), buf, dirty: false });
+            } else {
+                cache.recycle(buf);
+            }
+        }
+        cache.touch_ancestors(parent);
+        cache.shrink_clean();
+        match error {
+            Some(error) => Err(error),
+            None => Ok(done),
+        }
     }
 
     /// Writes `len` bytes at `offset` from `data`, or zeros when `data` is `None`.
@@ -821,27 +771,28 @@ impl<S: NodeStore> ProtectedFile<S> {
                     let phys = node.physical();
                     let exists = node.0 < layout::data_node_count(self.meta.size);
                     let whole = skip == 0 && len == NODE_SIZE;
-                    let fresh = !self.cache.contains(phys) && (!exists || whole);
+                    let fresh = !self.cache.get().contains(phys) && (!exists || whole);
                     if fresh {
                         // A new node, or an existing one overwritten whole: no read needed.
                         // The bytes go into the buffer before it enters the cache, which
                         // saves a look-up per node on the streaming path.
                         self.load_mht_chain(node.parent(), true)?;
                         let mut buf = if whole && data.is_some() {
-                            self.cache.take_buf()
+                            self.cache.get().take_buf()
                         } else {
-                            self.cache.take_zeroed_buf()
+                            self.cache.get().take_zeroed_buf()
                         };
                         if let Some(data) = data {
                             buf.bytes_mut()[skip..skip + len].copy_from_slice(&data[src_at..src_at + len]);
                         }
-                        self.stats.fresh += 1;
+                        self.cache.get().stats.fresh += 1;
                         self.cache
+                            .get()
                             .insert(phys, CachedNode { kind: CachedKind::Data(node), buf, dirty: true });
-                        self.touch_ancestors(node.parent());
+                        self.cache.get().touch_ancestors(node.parent());
                     } else {
                         self.load_data_node(node, true)?;
-                        let cached = self.cache.peek_mut(phys).expect("BUG: node vanished");
+                        let cached = self.cache.get().peek_mut(phys).expect("BUG: node vanished");
                         let dst = &mut cached.buf.bytes_mut()[skip..skip + len];
                         match data {
                             Some(data) => dst.copy_from_slice(&data[src_at..src_at + len]),
@@ -863,13 +814,13 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// Evicts least recently used nodes beyond the capacity, flushing first when the
     /// next victim is dirty (Gramine's rule: a dirty node is never dropped).
     fn shrink_cache(&mut self) -> Result<()> {
-        while self.cache.len() > self.cache.capacity {
-            if self.cache.lru_is_dirty() {
-                self.stats.eviction_flushes += 1;
+        while self.cache.get().len() > self.cache.get().capacity {
+            if self.cache.get().lru_is_dirty() {
+                self.cache.get().stats.eviction_flushes += 1;
                 self.flush_internal()?;
             }
-            self.cache.pop_lru();
-            self.stats.evictions += 1;
+            self.cache.get().pop_lru();
+            self.cache.get().stats.evictions += 1;
         }
         Ok(())
     }
@@ -889,11 +840,11 @@ impl<S: NodeStore> ProtectedFile<S> {
     }
 
     fn flush_nodes(&mut self) -> Result<()> {
-        self.stats.flushes += 1;
+        self.cache.get().stats.flushes += 1;
         let tree = self.root_dirty && self.meta.size > INLINE_DATA_SIZE_U64;
         // Only a flush that overwrites tree nodes in place needs the journal; format 1
         // has no flag byte, so such files are flushed as Gramine ≤ 1.8 does.
-        let journaled = tree && self.journal.is_some() && self.version == FormatVersion::V2;
+        let journaled = tree && self.journal.get().is_some() && self.version == FormatVersion::V2;
         if journaled {
             self.write_journal()?;
         }
@@ -918,7 +869,7 @@ impl<S: NodeStore> ProtectedFile<S> {
             // The flush is complete: empty the journal. The recovery rule already refuses
             // these records once this flush's metadata is on disk (recovery::assess); an
             // empty file also tells every reader, Gramine included, that nothing is pending.
-            let journal = self.journal.as_mut().expect("BUG: journaled flush without a journal");
+            let journal = self.journal.get().as_mut().expect("BUG: journaled flush without a journal");
             journal.replace(&[]).map_err(|e| Error::io(None, e))?;
             if self.write_barriers {
                 journal.sync().map_err(|e| Error::io(None, e))?;
@@ -938,7 +889,7 @@ impl<S: NodeStore> ProtectedFile<S> {
     fn write_journal(&mut self) -> Result<()> {
         let host_nodes = self.store.byte_len().map_err(|e| Error::io(None, e))? / NODE_SIZE_U64;
         let mut dirty: Vec<PhysicalNode> =
-            self.cache.map.iter().filter(|(_, n)| n.dirty).map(|(&p, _)| PhysicalNode(p)).collect();
+            self.cache.get().map.iter().filter(|(_, n)| n.dirty).map(|(&p, _)| PhysicalNode(p)).collect();
         dirty.push(ROOT_MHT_NODE);
         dirty.sort_unstable();
         let mut records = Vec::new();
@@ -951,7 +902,7 @@ impl<S: NodeStore> ProtectedFile<S> {
             }
         }
         encode_record(METADATA_NODE, self.meta_image.bytes(), &mut records);
-        let journal = self.journal.as_mut().expect("BUG: journaled flush without a journal");
+        let journal = self.journal.get().as_mut().expect("BUG: journaled flush without a journal");
         journal.replace(&records).map_err(|e| Error::io(None, e))?;
         if self.write_barriers {
             journal.sync().map_err(|e| Error::io(None, e))?;
@@ -965,7 +916,7 @@ impl<S: NodeStore> ProtectedFile<S> {
         if self.write_barriers {
             self.sync_store()?;
         }
-        self.stats.journal_records += (records.len() / RECORD_SIZE) as u64;
+        self.cache.get().stats.journal_records += (records.len() / RECORD_SIZE) as u64;
         Ok(())
     }
 
@@ -977,15 +928,21 @@ impl<S: NodeStore> ProtectedFile<S> {
     /// plaintext would cost one more copy per node, and a node just written is rarely read back through this cache (a FUSE
     /// mount serves such reads from the kernel's page cache). MHT nodes stay cached.
     fn seal_and_write_tree(&mut self) -> Result<()> {
-        let mut dirty: Vec<(PhysicalNode, CachedKind)> =
-            self.cache.map.iter().filter(|(_, n)| n.dirty).map(|(&p, n)| (PhysicalNode(p), n.kind)).collect();
+        let mut dirty: Vec<(PhysicalNode, CachedKind)> = self
+            .cache
+            .get()
+            .map
+            .iter()
+            .filter(|(_, n)| n.dirty)
+            .map(|(&p, n)| (PhysicalNode(p), n.kind))
+            .collect();
         dirty.sort_unstable_by_key(|(p, _)| *p);
         let mut data: Vec<(DataNode, NodeBuf)> = Vec::with_capacity(dirty.len());
         let mut mht: Vec<MhtNode> = Vec::new();
         for (phys, kind) in &dirty {
             match *kind {
                 CachedKind::Data(node) => {
-                    let cached = self.cache.map.pop(&phys.0).expect("BUG: dirty node not cached");
+                    let cached = self.cache.get().map.pop(&phys.0).expect("BUG: dirty node not cached");
                     data.push((node, cached.buf));
                 }
                 CachedKind::Mht(m) => mht.push(m),
@@ -1052,15 +1009,15 @@ impl<S: NodeStore> ProtectedFile<S> {
         }
         self.scratch = scratch;
         for (_, buf) in data {
-            self.cache.recycle(buf);
+            self.cache.get().recycle(buf);
         }
         result?;
         for m in &mht {
-            if let Some(node) = self.cache.peek_mut(m.physical()) {
+            if let Some(node) = self.cache.get().peek_mut(m.physical()) {
                 node.dirty = false;
             }
         }
-        self.stats.nodes_written += dirty.len() as u64 + 1;
+        self.cache.get().stats.nodes_written += dirty.len() as u64 + 1;
         Ok(())
     }
 
@@ -1077,6 +1034,12 @@ impl<S: NodeStore> ProtectedFile<S> {
     }
 }
 
+// Shared reads need the file to be shareable between threads.
+const _: fn() = || {
+    fn assert_sync<T: Sync>() {}
+    assert_sync::<ProtectedFile<crate::storage::FileStore>>();
+};
+
 impl<S: NodeStore> Drop for ProtectedFile<S> {
     fn drop(&mut self) {
         if !self.read_only && self.poisoned.is_none() {
@@ -1086,6 +1049,106 @@ impl<S: NodeStore> Drop for ProtectedFile<S> {
             }
         }
     }
+}
+
+/// The plaintext of MHT node `m`, which must be the root or cached.
+fn mht_bytes_in<'a>(root: &'a NodeBuf, cache: &'a NodeCache, m: MhtNode) -> &'a [u8; NODE_SIZE] {
+    if m == MhtNode::ROOT {
+        root.bytes()
+    } else {
+        cache.peek(m.physical()).expect("BUG: MHT node not cached").buf.bytes()
+    }
+}
+
+/// The key and tag stored at `entry_offset` of MHT node `parent` (root or cached).
+fn entry_in(root: &NodeBuf, cache: &NodeCache, parent: MhtNode, entry_offset: usize) -> (Key, Tag) {
+    let bytes = &mht_bytes_in(root, cache, parent)[entry_offset..entry_offset + ENTRY_SIZE];
+    let mut key = [0u8; KEY_SIZE];
+    key.copy_from_slice(&bytes[..KEY_SIZE]);
+    let mut tag = [0u8; 16];
+    tag.copy_from_slice(&bytes[KEY_SIZE..]);
+    (Key::from_bytes(key), tag)
+}
+
+/// Makes MHT node `m` and its ancestors cached (the root always is), reading and
+/// authenticating the missing ones from `store`; with `for_write`, marks the chain dirty.
+/// The caller marks the root dirty. Works on a bare cache so that exclusive writers and
+/// shared readers (under the cache's lock) use one load path.
+fn load_chain<S: NodeStore>(
+    store: &S,
+    cipher: &'static dyn crate::crypto::NodeCipher,
+    size: u64,
+    root: &NodeBuf,
+    cache: &mut NodeCache,
+    m: MhtNode,
+    for_write: bool,
+) -> Result<()> {
+    // Fast path. Ancestors are always more recently used than their descendants, so a
+    // cached node's ancestors are cached; and marking a node dirty marks its whole
+    // chain, so a dirty node's ancestors are dirty.
+    if m == MhtNode::ROOT {
+        return Ok(());
+    }
+    if let Some(cached) = cache.get_mut(m.physical())
+        && (!for_write || cached.dirty)
+    {
+        return Ok(());
+    }
+    let existing = layout::mht_node_count(size);
+    for node in m.path_from_root() {
+        if node == MhtNode::ROOT {
+            continue;
+        }
+        let phys = node.physical();
+        if let Some(cached) = cache.get_mut(phys) {
+            cached.dirty |= for_write;
+            continue;
+        }
+        let buf = if node.0 >= existing {
+            cache.stats.fresh += 1;
+            cache.take_zeroed_buf()
+        } else {
+            let parent = node.parent().expect("BUG: non-root MHT node without parent");
+            let (key, tag) = entry_in(root, cache, parent, layout::mht_entry_offset(node.slot()));
+            let offset = node.first_data_node().plaintext_offset();
+            let mut buf = cache.take_buf();
+            let opened = read_node(store, phys, &mut buf, Some(NodeKind::Mht(node)), offset).and_then(|()| {
+                cipher.open_in_place(&key, buf.bytes_mut(), &tag).map_err(|_| Error::NodeMac {
+                    kind: NodeKind::Mht(node),
+                    node: phys,
+                    offset,
+                })
+            });
+            if let Err(error) = opened {
+                cache.recycle(buf);
+                // The nodes above were inserted root first: restore children-before-
+                // parents recency so none of them outlives its parent in the cache.
+                cache.touch_ancestors(node);
+                return Err(error);
+            }
+            cache.stats.misses += 1;
+            buf
+        };
+        let dirty = for_write || node.0 >= existing;
+        cache.insert(phys, CachedNode { kind: CachedKind::Mht(node), buf, dirty });
+    }
+    Ok(())
+}
+
+/// Reads node `phys` of `store` into `buf`; a node past the host file's end is
+/// [`Error::NodeMissing`].
+fn read_node<S: NodeStore>(
+    store: &S,
+    phys: PhysicalNode,
+    buf: &mut NodeBuf,
+    kind: Option<NodeKind>,
+    offset: u64,
+) -> Result<()> {
+    let read = store.read_nodes(phys, buf.bytes_mut()).map_err(|e| Error::io(Some(phys), e))?;
+    if read == 0 {
+        return Err(Error::NodeMissing { kind, node: phys, offset });
+    }
+    Ok(())
 }
 
 /// Seals each data node in place under its key; returns the tags in order.

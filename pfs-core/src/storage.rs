@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::layout::{NODE_SIZE, NODE_SIZE_U64, PhysicalNode};
 
@@ -214,7 +214,7 @@ impl NodeStore for FileStore {
 /// "disk" while a `ProtectedFile` owns another.
 #[derive(Debug, Clone, Default)]
 pub struct MemStore {
-    bytes: Arc<Mutex<Vec<u8>>>,
+    bytes: Arc<RwLock<Vec<u8>>>,
 }
 
 impl MemStore {
@@ -225,12 +225,12 @@ impl MemStore {
 
     /// A store holding a copy of `bytes`.
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        MemStore { bytes: Arc::new(Mutex::new(bytes)) }
+        MemStore { bytes: Arc::new(RwLock::new(bytes)) }
     }
 
     /// A copy of the current host bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.lock().clone()
+        self.read().clone()
     }
 
     /// Runs `f` on the host bytes, for tests that damage a file in place.
@@ -238,18 +238,23 @@ impl MemStore {
         f(&mut self.lock())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.bytes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> RwLockWriteGuard<'_, Vec<u8>> {
+        self.bytes.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Shared access, so readers of one file on several threads copy at once.
+    fn read(&self) -> RwLockReadGuard<'_, Vec<u8>> {
+        self.bytes.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl NodeStore for MemStore {
     fn byte_len(&self) -> io::Result<u64> {
-        Ok(self.lock().len() as u64)
+        Ok(self.read().len() as u64)
     }
 
     fn read_nodes(&self, first: PhysicalNode, buf: &mut [u8]) -> io::Result<usize> {
-        let bytes = self.lock();
+        let bytes = self.read();
         let start = usize::try_from(node_offset(first)?).unwrap_or(usize::MAX);
         if start >= bytes.len() {
             return Ok(0);
@@ -260,7 +265,7 @@ impl NodeStore for MemStore {
     }
 
     fn read_nodes_into(&self, first: PhysicalNode, bufs: &mut [&mut [u8; NODE_SIZE]]) -> io::Result<usize> {
-        let bytes = self.lock();
+        let bytes = self.read();
         let mut at = usize::try_from(node_offset(first)?).unwrap_or(usize::MAX);
         for (i, buf) in bufs.iter_mut().enumerate() {
             match at.checked_add(NODE_SIZE).and_then(|end| bytes.get(at..end)) {

@@ -127,7 +127,7 @@ fn the_maximum_size_opens_and_reads_past_the_host_file_are_missing_nodes() {
     for size in [MAX_PLAINTEXT_SIZE, MAX_PLAINTEXT_SIZE - 1, 1 << 40, 1 << 30] {
         let disk = file_claiming(&plain, size);
         let probe = HeapProbe::start();
-        let mut file = ProtectedFile::open(disk.clone(), &key(), Some(PATH), &read_only()).unwrap();
+        let file = ProtectedFile::open(disk.clone(), &key(), Some(PATH), &read_only()).unwrap();
         assert_eq!(file.len(), size);
         // What the host file holds still reads back.
         let mut buf = vec![0u8; plain.len()];
@@ -168,7 +168,7 @@ fn read_all_peak(size: usize, cache: usize) -> (usize, pfs_core::CacheStats) {
     drop(data);
     let mut buf = vec![0u8; 256 << 10];
     let probe = HeapProbe::start();
-    let mut file = ProtectedFile::open(disk, &key(), Some(PATH), &read_only().cache_nodes(cache)).unwrap();
+    let file = ProtectedFile::open(disk, &key(), Some(PATH), &read_only().cache_nodes(cache)).unwrap();
     let mut offset = 0u64;
     while offset < size as u64 {
         offset += file.read_at(offset, &mut buf).unwrap() as u64;
@@ -228,7 +228,7 @@ fn rss_does_not_follow_the_file_size() {
     }
     let Some(before) = vm_rss_kib() else { return };
     let store = pfs_core::FileStore::new(std::fs::File::open(&path).unwrap());
-    let mut file = ProtectedFile::open(store, &key(), Some(PATH), &read_only().cache_nodes(16)).unwrap();
+    let file = ProtectedFile::open(store, &key(), Some(PATH), &read_only().cache_nodes(16)).unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
     while offset < size as u64 {

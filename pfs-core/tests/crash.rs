@@ -317,7 +317,7 @@ fn run(size: usize, crash_at: Option<(usize, Fault)>) -> (bool, usize, Vec<u8>, 
 fn reopen(store: Vec<u8>, journal: Option<Vec<u8>>) -> Result<Vec<u8>, pfs_core::Error> {
     let mem_journal = MemJournal::new();
     mem_journal.set(journal);
-    let mut file = ProtectedFile::open_with_journal(
+    let file = ProtectedFile::open_with_journal(
         MemStore::from_bytes(store),
         Some(Journal::new(mem_journal)),
         &key(),

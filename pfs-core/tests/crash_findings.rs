@@ -50,7 +50,7 @@ fn torn_metadata_only_flush_does_not_roll_back_an_earlier_completed_flush() {
         // Acceptable: the torn metadata is reported (no journal covers flush 2).
         Err(e) => assert!(e.is_integrity(), "{e:?}"),
         // Not acceptable: any state older than flush 1, which returned Ok.
-        Ok(mut file) => {
+        Ok(file) => {
             let mut buf = vec![0u8; 100_000];
             let n = file.read_at(0, &mut buf).unwrap();
             assert_eq!(n, 100_000, "recovered a {}-byte file: flush 1 was rolled back", file.len());

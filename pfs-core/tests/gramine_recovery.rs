@@ -101,7 +101,7 @@ fn open_files(host: &Path) -> Outcome {
         &OpenOptions::new(),
     );
     match opened {
-        Ok(mut pf) => {
+        Ok(pf) => {
             let mut out = vec![0u8; pf.len() as usize];
             match pf.read_at(0, &mut out) {
                 Ok(n) if n == out.len() => Outcome::Opened(out, pf.recovered_nodes()),
@@ -136,9 +136,8 @@ fn blindly_recovered(disk: &[u8], journal: &[u8]) -> Vec<u8> {
     let host = dir.path().join("s.pf");
     fs::write(&host, &recovered).unwrap();
     let options = OpenOptions::new().read_only(true);
-    let mut pf =
-        ProtectedFile::open(FileStore::new(File::open(&host).unwrap()), &key(), Some(PATH), &options)
-            .expect("the blindly recovered file authenticates");
+    let pf = ProtectedFile::open(FileStore::new(File::open(&host).unwrap()), &key(), Some(PATH), &options)
+        .expect("the blindly recovered file authenticates");
     let mut out = vec![0u8; pf.len() as usize];
     assert_eq!(pf.read_at(0, &mut out).unwrap(), out.len());
     out

@@ -142,3 +142,111 @@ fn three_level_tree_sequential_then_random_rewrites() {
         run(&ops, cache, FormatVersion::V2);
     }
 }
+
+/// Threads share one file behind an `RwLock`, as pfs-fuse does: readers take the read
+/// lock and run `read_at(&self)` at the same time, writers take the write lock. The model
+/// lives under the same lock, so every read must see exactly the state the writes before
+/// it (in lock order) produced: concurrent reads and writes stay linearizable.
+fn run_threaded(threads: &[Vec<Op>], cache_nodes: usize) {
+    use std::sync::{Barrier, RwLock};
+    let key = Key::from_bytes([0x42; 16]);
+    let disk = MemStore::new();
+    let options = OpenOptions::new().cache_nodes(cache_nodes);
+    let mut file = ProtectedFile::create(disk.clone(), &key, PATH, &options).unwrap();
+    // A common starting content, so readers have something to race over from the start.
+    let start = bytes(450_000, 7);
+    file.write_at(0, &start).unwrap();
+    file.flush().unwrap();
+    let shared = RwLock::new((file, start));
+    let barrier = Barrier::new(threads.len());
+    std::thread::scope(|s| {
+        for ops in threads {
+            let (shared, barrier) = (&shared, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                for op in ops {
+                    match op {
+                        Op::Read { offset, len } => {
+                            let guard = shared.read().unwrap();
+                            let (file, model) = &*guard;
+                            let mut buf = vec![0xee; *len];
+                            let n = file.read_at(*offset, &mut buf).unwrap();
+                            let start = (*offset as usize).min(model.len());
+                            let expected = &model[start..(start + len).min(model.len())];
+                            assert_eq!(n, expected.len(), "read length at {offset}");
+                            assert!(buf[..n] == *expected, "read content at {offset}+{len}");
+                        }
+                        Op::Write { offset, len, seed } => {
+                            let mut guard = shared.write().unwrap();
+                            let (file, model) = &mut *guard;
+                            let data = bytes(*len, *seed);
+                            file.write_at(*offset, &data).unwrap();
+                            if *len > 0 {
+                                let end = *offset as usize + len;
+                                if model.len() < end {
+                                    model.resize(end, 0);
+                                }
+                                model[*offset as usize..end].copy_from_slice(&data);
+                            }
+                        }
+                        Op::SetLen(size) => {
+                            let mut guard = shared.write().unwrap();
+                            guard.0.set_len(*size).unwrap();
+                            guard.1.resize(*size as usize, 0);
+                        }
+                        // Reopening needs the file by value; under threads it is a flush.
+                        Op::Flush | Op::Reopen => shared.write().unwrap().0.flush().unwrap(),
+                    }
+                }
+            });
+        }
+    });
+    let (file, model) = shared.into_inner().unwrap();
+    file.close().unwrap();
+    let file = ProtectedFile::open(disk, &key, Some(PATH), &options).unwrap();
+    let mut all = vec![0u8; model.len()];
+    assert_eq!(file.read_at(0, &mut all).unwrap(), model.len());
+    assert!(all == model, "final content differs");
+}
+
+/// Mostly reads (so readers overlap), some writes, truncations and flushes.
+fn threaded_op(max: u64) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (interesting_offset(max), 0usize..20_000, any::<u8>())
+            .prop_map(|(offset, len, seed)| Op::Write { offset, len, seed }),
+        1 => interesting_offset(max).prop_map(Op::SetLen),
+        8 => (interesting_offset(max), 0usize..120_000).prop_map(|(offset, len)| Op::Read { offset, len }),
+        1 => Just(Op::Flush),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn concurrent_readers_and_writers(
+        threads in proptest::collection::vec(proptest::collection::vec(threaded_op(460_000), 1..40), 2..=4),
+        cache in prop_oneof![1usize..=3, Just(48usize), Just(pfs_core::DEFAULT_CACHE_NODES)],
+    ) {
+        run_threaded(&threads, cache);
+    }
+}
+
+/// Readers only, many rounds over a file larger than the cache: every thread's reads
+/// must match, while other threads evict and insert nodes between its lock holds.
+#[test]
+fn concurrent_readers_only() {
+    let reads: Vec<Vec<Op>> = (0..4u64)
+        .map(|t| {
+            (0..200u64)
+                .map(|i| Op::Read {
+                    offset: (i * 7_919 + t * 104_729) % 460_000,
+                    len: 4096 + (i as usize * 37) % 70_000,
+                })
+                .collect()
+        })
+        .collect();
+    for cache in [1, 3, 48] {
+        run_threaded(&reads, cache);
+    }
+}

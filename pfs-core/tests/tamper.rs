@@ -17,7 +17,7 @@ fn build(size: usize) -> (Vec<u8>, Vec<u8>) {
 fn read_back(bytes: Vec<u8>) -> Result<Vec<u8>, pfs_core::Error> {
     let key = Key::from_bytes([3; 16]);
     let options = OpenOptions::new().read_only(true).pending_write(PendingWritePolicy::Ignore);
-    let mut file = ProtectedFile::open(MemStore::from_bytes(bytes), &key, Some(b"/t"), &options)?;
+    let file = ProtectedFile::open(MemStore::from_bytes(bytes), &key, Some(b"/t"), &options)?;
     let mut out = vec![0u8; file.len() as usize];
     let n = file.read_at(0, &mut out)?;
     out.truncate(n);

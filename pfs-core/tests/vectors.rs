@@ -169,7 +169,7 @@ fn every_vector_behaves_as_the_manifest_says() {
 #[test]
 fn errors_name_the_node_and_offset() {
     let row = rows().into_iter().find(|r| r.file == "bad_mht_node1.pf").unwrap();
-    let mut pf = open(&row, &key("public.key"), None, PendingWritePolicy::Ignore).unwrap();
+    let pf = open(&row, &key("public.key"), None, PendingWritePolicy::Ignore).unwrap();
     let err = pf.read_at(396_288, &mut [0u8; 10]).unwrap_err();
     let text = err.to_string();
     assert!(

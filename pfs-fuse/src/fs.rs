@@ -312,7 +312,7 @@ impl PfsFs {
         let ino = file.ino;
         let mut result = Ok(());
         if Arc::strong_count(&file) == 1 {
-            let mut pf = lock(&file.pf);
+            let mut pf = file.pf_mut();
             if let Err(e) = pf.flush() {
                 result = Err(self.pf_errno(ino, rel, "flush", &e));
             }
@@ -524,7 +524,7 @@ impl PfsFs {
         op: &str,
     ) -> Result<T, Errno> {
         let file = lock(&self.open).get(fh, ino)?;
-        let mut pf = lock(&file.pf);
+        let mut pf = file.pf_mut();
         f(&file, &mut pf).map_err(|e| {
             let rel = self.rel(ino).unwrap_or_else(|_| b"(unlinked)".to_vec());
             self.pf_errno(ino, &rel, op, &e)
@@ -693,10 +693,10 @@ impl PfsFs {
                 }
             }
         };
-        let old_path = lock(&file.pf).path().to_vec();
+        let old_path = file.pf().path().to_vec();
         // A rename changes no content: the metadata rewrite must not show as a new mtime.
         let times = nix::sys::stat::fstat(&file.host).ok();
-        lock(&file.pf)
+        file.pf_mut()
             .rename(&self.embedded(to))
             .map_err(|e| self.pf_errno(file.ino, from, "rename (rewriting the embedded path)", &e))?;
         if let Some(st) = times {
@@ -767,7 +767,7 @@ impl PfsFs {
     /// Gives rebound files their old embedded paths back (the host rename failed).
     fn undo_rebinds(&self, moved: Vec<Moved>) {
         for (file, old_path, rel) in moved {
-            if let Err(e) = lock(&file.pf).rename(&old_path) {
+            if let Err(e) = file.pf_mut().rename(&old_path) {
                 error!("{:?}: could not restore the embedded path after a failed rename: {e}", show(&rel));
             }
             let _ = self.put_file(file, &rel);
@@ -883,7 +883,7 @@ impl PfsFs {
     pub fn flush_all(&self) {
         let files = lock(&self.open).all();
         for file in files {
-            if let Err(e) = lock(&file.pf).flush() {
+            if let Err(e) = file.pf_mut().flush() {
                 let rel = self.rel(file.ino).unwrap_or_default();
                 self.pf_errno(file.ino, &rel, "final flush", &e);
             }
@@ -1079,24 +1079,23 @@ impl Filesystem for PfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let r = self.with_fh(
-            ino.0,
-            fh.0,
-            |_, pf| {
-                let mut buf = vec![0u8; size as usize];
-                let n = pf.read_at(offset, &mut buf)?;
-                buf.truncate(n);
-                Ok(buf)
-            },
-            "read",
-        );
+        // A shared hold: the kernel's parallel readahead requests and other readers of
+        // this file decrypt on their own FUSE worker threads at the same time.
+        // (The open-file table's lock ends with this statement, before the read.)
+        let file = lock(&self.open).get(fh.0, ino.0);
+        let r = file.and_then(|file| {
+            let mut buf = vec![0u8; size as usize];
+            let n = file.pf().read_at(offset, &mut buf).map_err(|e| {
+                let rel = self.rel(ino.0).unwrap_or_else(|_| b"(unlinked)".to_vec());
+                self.pf_errno(ino.0, &rel, "read", &e)
+            })?;
+            buf.truncate(n);
+            Ok((file, buf))
+        });
         match r {
-            Ok(buf) => {
-                let n = buf.len();
+            Ok((file, buf)) => {
                 reply.data(&buf);
-                if let Ok(file) = lock(&self.open).get(fh.0, ino.0) {
-                    file.readahead_backing(offset, n);
-                }
+                file.readahead_backing(offset, buf.len());
             }
             Err(e) => reply.error(e),
         }
@@ -1119,7 +1118,7 @@ impl Filesystem for PfsFs {
             return;
         }
         let file = lock(&self.open).get(fh.0, ino.0);
-        let r = file.and_then(|file| self.write_checked(&file, &mut lock(&file.pf), offset, data));
+        let r = file.and_then(|file| self.write_checked(&file, &mut file.pf_mut(), offset, data));
         match r {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
@@ -1337,6 +1336,6 @@ impl Filesystem for PfsFs {
 
 impl PfsFs {
     fn with_pf_flush(&self, file: &OpenFile, rel: &[u8]) -> Result<(), Errno> {
-        lock(&file.pf).flush().map_err(|e| self.pf_errno(file.ino, rel, "flush on release", &e))
+        file.pf_mut().flush().map_err(|e| self.pf_errno(file.ino, rel, "flush on release", &e))
     }
 }

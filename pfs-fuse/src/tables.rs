@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use fuser::Errno;
 use pfs_core::{FileStore, ProtectedFile};
@@ -261,8 +261,9 @@ impl Default for Inodes {
 pub struct OpenFile {
     /// FUSE inode number.
     pub ino: u64,
-    /// The protected file. Held for the whole of a read, write or flush.
-    pub pf: Mutex<ProtectedFile<FileStore>>,
+    /// The protected file: shared by reads (which run in parallel, each decrypting on its
+    /// own thread), exclusive for the whole of a write, truncate, rename or flush.
+    pf: RwLock<ProtectedFile<FileStore>>,
     /// A second descriptor of the host file, for `fstat` without taking `pf`.
     pub host: File,
     /// Plaintext size, updated after every write or truncate.
@@ -285,7 +286,24 @@ impl OpenFile {
     ) -> Result<Self, Errno> {
         let host = pf.store().file().try_clone().map_err(Errno::from)?;
         let size = AtomicU64::new(pf.len());
-        Ok(OpenFile { ino, pf: Mutex::new(pf), host, size, last_read_end: AtomicU64::new(u64::MAX), journal })
+        Ok(OpenFile {
+            ino,
+            pf: RwLock::new(pf),
+            host,
+            size,
+            last_read_end: AtomicU64::new(u64::MAX),
+            journal,
+        })
+    }
+
+    /// The protected file for reading; other readers may hold it at the same time.
+    pub fn pf(&self) -> RwLockReadGuard<'_, ProtectedFile<FileStore>> {
+        self.pf.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The protected file for writing, exclusive of every reader and writer.
+    pub fn pf_mut(&self) -> RwLockWriteGuard<'_, ProtectedFile<FileStore>> {
+        self.pf.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Plaintext size.

@@ -124,7 +124,7 @@ pub fn decrypt(
     let file = fs::File::open(dir.join(rel)).unwrap();
     let key = pfs_core::Key::from_bytes(*key);
     let options = pfs_core::OpenOptions::new().read_only(true);
-    let mut pf = pfs_core::ProtectedFile::open(
+    let pf = pfs_core::ProtectedFile::open(
         pfs_core::FileStore::new(file),
         &key,
         Some(expected_path.as_bytes()),

@@ -193,7 +193,7 @@ impl PfsFs {
     /// Sets the size of an open file: shrinking through the engine, growing through
     /// [`grow`](Self::grow).
     pub(super) fn resize(&self, file: &OpenFile, size: u64) -> Result<(), Errno> {
-        let mut pf = lock(&file.pf);
+        let mut pf = file.pf_mut();
         if size > pf.len() {
             return self.grow(file, &mut pf, size);
         }
@@ -252,7 +252,7 @@ impl PfsFs {
         };
         let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
         let file = lock(&self.open).get(fh, ino)?;
-        let mut pf = lock(&file.pf);
+        let mut pf = file.pf_mut();
         let len = pf.len();
         if zero && offset < len {
             let zeros = vec![0u8; ZERO_CHUNK];

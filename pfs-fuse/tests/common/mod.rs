@@ -183,7 +183,7 @@ pub fn embedded_of(enc: &Path, rel: &str) -> Vec<u8> {
 /// Decrypts a protected file with the engine, requiring `expected_path`.
 pub fn decrypt_file(path: &Path, expected_path: &[u8]) -> Vec<u8> {
     let f = std::fs::File::open(path).unwrap();
-    let mut pf = ProtectedFile::open(
+    let pf = ProtectedFile::open(
         FileStore::new(f),
         &key(),
         Some(expected_path),
