@@ -10,7 +10,7 @@
 //! [`ManualClock`] shared by the server's TLS verification, the DCAP verifier
 //! and the refresher, so "one hour later" needs no waiting.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attest::client::ProvisioningClient;
@@ -22,6 +22,7 @@ use attest::{Policy, TcbStatus};
 
 mod common;
 
+use common::log_capture::{self, log_text};
 use common::pcs_server::{Files, Mode, PcsServer, start_with};
 use common::test_pki::{SignedSet, TestAttester, TestPki};
 
@@ -31,29 +32,6 @@ const T: u64 = 1_800_000_000;
 /// Set A, the server's collateral at start, expires one hour later.
 const A_EXPIRES: u64 = T + 3600;
 const KEY: [u8; 16] = *b"expiry-test-key!";
-
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b = buf.clone();
-        tracing_subscriber::fmt().with_ansi(false).with_writer(move || Capture(b.clone())).init();
-        buf
-    })
-}
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
-}
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -93,7 +71,7 @@ impl Drop for Server {
 /// A key server whose static collateral is `set_a`, trusting the test root,
 /// refreshing from `pcs` every 50 ms of real time, on `clock`.
 async fn start_server(pki: &TestPki, set_a: &SignedSet, pcs: &PcsServer, clock: Arc<ManualClock>) -> Server {
-    logs();
+    log_capture::install();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("test-root.der"), pki.root_der()).unwrap();

@@ -14,7 +14,7 @@
 //! correctly, refused.
 #![cfg(feature = "insecure-sim")]
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attest::clock::ManualClock;
@@ -24,36 +24,13 @@ use attest::{Policy, TcbStatus};
 
 mod common;
 
+use common::log_capture::{self, log_text};
 use common::pcs_server::{Mode, PcsServer, start};
 
 const FMSPC: &str = "00606A000000";
 const VALID_FROM: u64 = 1_755_236_486;
 const VALID_UNTIL: u64 = 1_757_824_606;
 const INSIDE: u64 = 1_755_300_000;
-
-/// Captured log lines of this test binary (one global subscriber).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b = buf.clone();
-        tracing_subscriber::fmt().with_ansi(false).with_writer(move || Capture(b.clone())).init();
-        buf
-    })
-}
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
-}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -65,7 +42,7 @@ struct Setup {
 /// A policy that accepts the real Gramine certificate (debug, OutOfDate) and
 /// fetches its platform's collateral from the loopback PCS.
 async fn setup(at: u64) -> Setup {
-    logs();
+    log_capture::install();
     let pcs = start("gramine-ratls", FMSPC, "platform").await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -90,5 +90,6 @@ pub mod sim {
         Fixture { dir, addr }
     }
 }
+pub mod log_capture;
 pub mod pcs_server;
 pub mod test_pki;
