@@ -44,6 +44,27 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
+/// Applies a write of `data` at `offset` to the model of the file's content.
+fn model_write(model: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    if !data.is_empty() {
+        let end = offset as usize + data.len();
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[offset as usize..end].copy_from_slice(data);
+    }
+}
+
+/// Reads `len` bytes at `offset` and checks them against the model.
+fn check_read(file: &ProtectedFile<MemStore>, model: &[u8], offset: u64, len: usize) {
+    let mut buf = vec![0xee; len];
+    let n = file.read_at(offset, &mut buf).unwrap();
+    let start = (offset as usize).min(model.len());
+    let expected = &model[start..(start + len).min(model.len())];
+    assert_eq!(n, expected.len(), "read length at {offset}");
+    assert!(buf[..n] == *expected, "read content at {offset}+{len}");
+}
+
 fn run(ops: &[Op], cache_nodes: usize, format: FormatVersion) {
     let key = Key::from_bytes([0x42; 16]);
     let disk = MemStore::new();
@@ -55,26 +76,13 @@ fn run(ops: &[Op], cache_nodes: usize, format: FormatVersion) {
             Op::Write { offset, len, seed } => {
                 let data = bytes(*len, *seed);
                 file.write_at(*offset, &data).unwrap();
-                if *len > 0 {
-                    let end = *offset as usize + len;
-                    if model.len() < end {
-                        model.resize(end, 0);
-                    }
-                    model[*offset as usize..end].copy_from_slice(&data);
-                }
+                model_write(&mut model, *offset, &data);
             }
             Op::SetLen(size) => {
                 file.set_len(*size).unwrap();
                 model.resize(*size as usize, 0);
             }
-            Op::Read { offset, len } => {
-                let mut buf = vec![0xee; *len];
-                let n = file.read_at(*offset, &mut buf).unwrap();
-                let start = (*offset as usize).min(model.len());
-                let expected = &model[start..(start + len).min(model.len())];
-                assert_eq!(n, expected.len(), "read length at {offset}");
-                assert!(buf[..n] == *expected, "read content at {offset}+{len}");
-            }
+            Op::Read { offset, len } => check_read(&file, &model, *offset, *len),
             Op::Flush => file.flush().unwrap(),
             Op::Reopen => {
                 file.close().unwrap();
@@ -169,25 +177,14 @@ fn run_threaded(threads: &[Vec<Op>], cache_nodes: usize) {
                         Op::Read { offset, len } => {
                             let guard = shared.read().unwrap();
                             let (file, model) = &*guard;
-                            let mut buf = vec![0xee; *len];
-                            let n = file.read_at(*offset, &mut buf).unwrap();
-                            let start = (*offset as usize).min(model.len());
-                            let expected = &model[start..(start + len).min(model.len())];
-                            assert_eq!(n, expected.len(), "read length at {offset}");
-                            assert!(buf[..n] == *expected, "read content at {offset}+{len}");
+                            check_read(file, model, *offset, *len);
                         }
                         Op::Write { offset, len, seed } => {
                             let mut guard = shared.write().unwrap();
                             let (file, model) = &mut *guard;
                             let data = bytes(*len, *seed);
                             file.write_at(*offset, &data).unwrap();
-                            if *len > 0 {
-                                let end = *offset as usize + len;
-                                if model.len() < end {
-                                    model.resize(end, 0);
-                                }
-                                model[*offset as usize..end].copy_from_slice(&data);
-                            }
+                            model_write(model, *offset, &data);
                         }
                         Op::SetLen(size) => {
                             let mut guard = shared.write().unwrap();
