@@ -12,14 +12,6 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-struct Server(std::process::Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `python3 -c CODE` (the interpreter `.ci/setup` installed numpy for); stdout trimmed.
 fn py(code: &str) -> String {
     let out = Command::new("python3").args(["-c", code]).output().expect("python3 is required");
@@ -100,22 +92,7 @@ fn ppml_numpy_example_runs_as_the_readme_says() {
         ),
     )
     .unwrap();
-    let server = Server(
-        Command::new(pfs_bin())
-            .args(["keyserver", "--policy", "policy.toml", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--cert", "tls/server.pem", "--key", "tls/server-key.pem"])
-            .current_dir(&owner)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "key server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let server = start_keyserver(&owner, port, Stdio::null());
 
     // Step 6: the run.
     let out = pfs_run(&cloud, "infer.manifest");

@@ -17,18 +17,9 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use common::*;
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pytorch")
@@ -50,27 +41,15 @@ fn run_ok(cmd: &mut Command) -> Output {
 /// Every file below `dir` is scanned for every needle (memchr's memmem: the cloud directory
 /// holds hundreds of MiB of ciphertext).
 fn assert_absent(dir: &Path, needles: &[(&str, &[u8])]) {
-    let mut stack = vec![dir.to_path_buf()];
-    let mut scanned = 0u64;
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ty = e.file_type().unwrap();
-            if ty.is_dir() {
-                stack.push(e.path());
-            } else if ty.is_file() {
-                let bytes = fs::read(e.path()).unwrap();
-                scanned += bytes.len() as u64;
-                for (what, n) in needles {
-                    assert!(
-                        memchr::memmem::find(&bytes, n).is_none(),
-                        "plaintext of {what} found in {}",
-                        e.path().display()
-                    );
-                }
-            }
+    let scanned = for_each_file(dir, |path, bytes| {
+        for (what, n) in needles {
+            assert!(
+                memchr::memmem::find(bytes, n).is_none(),
+                "plaintext of {what} found in {}",
+                path.display()
+            );
         }
-    }
+    });
     assert!(scanned > 200 << 20, "the scan saw the encrypted model ({scanned} bytes)");
 }
 
@@ -164,22 +143,7 @@ fn pytorch_example_inference_and_training() {
     }
     fs::write(owner.join("policy.toml"), policy).unwrap();
     let log_path = owner.join("keyserver.log");
-    let server = Server(
-        Command::new(pfs_bin())
-            .args(["keyserver", "--policy", "policy.toml", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--cert", "tls/server.pem", "--key", "tls/server-key.pem"])
-            .current_dir(&owner)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "key server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = start_keyserver(&owner, port, Stdio::from(fs::File::create(&log_path).unwrap()));
     let releases = || fs::read_to_string(&log_path).unwrap().matches("sent first secret").count();
     let run = |args: &[&str]| -> Output {
         Command::new(pfs_bin()).arg("run").args(args).current_dir(&cloud).output().unwrap()

@@ -215,15 +215,7 @@ fn sigkilled_program_leaves_no_mount_and_its_closed_output_is_valid() {
 #[cfg(feature = "insecure-sim")]
 #[test]
 fn key_server_refusal_stops_the_run_with_the_servers_reason() {
-    use std::process::{Command, Stdio};
-
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use std::process::Stdio;
 
     let tmp = workdir();
     let d = tmp.path();
@@ -267,22 +259,7 @@ fn key_server_refusal_stops_the_run_with_the_servers_reason() {
         "ab".repeat(32)
     );
     fs::write(owner.join("policy.toml"), policy).unwrap();
-    let server = Server(
-        Command::new(pfs_bin())
-            .args(["keyserver", "--policy", "owner/policy.toml", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--cert", "owner/tls/server.pem", "--key", "owner/tls/server-key.pem"])
-            .current_dir(d)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "key server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let server = start_keyserver(&owner, port, Stdio::null());
 
     let out = pfs_run(&cloud, "app.manifest");
     let stderr = String::from_utf8_lossy(&out.stderr);

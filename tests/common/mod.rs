@@ -62,6 +62,65 @@ pub fn assert_no_mounts(dir: &Path) {
     assert!(leaked.is_empty(), "mounts left below {}: {leaked:?}", dir.display());
 }
 
+/// A `pfs keyserver` process a test started: killed and reaped when dropped.
+pub struct KeyServer(std::process::Child);
+
+impl Drop for KeyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `pfs keyserver` in `owner` with its `policy.toml`, `tls/server.pem` and
+/// `tls/server-key.pem` on 127.0.0.1:`port`, its log to `stderr`, and waits until it accepts
+/// connections (failing at once, with its exit status, if it stops first).
+pub fn start_keyserver(owner: &Path, port: u16, stderr: Stdio) -> KeyServer {
+    let mut server = KeyServer(
+        Command::new(pfs_bin())
+            .args(["keyserver", "--policy", "policy.toml", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--cert", "tls/server.pem", "--key", "tls/server-key.pem"])
+            .current_dir(owner)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!("pfs keyserver in {} exited before listening: {status}", owner.display());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pfs keyserver did not listen on port {port} within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server
+}
+
+/// Calls `check(path, bytes)` for every regular file below `dir`; returns the bytes read.
+pub fn for_each_file(dir: &Path, mut check: impl FnMut(&Path, &[u8])) -> u64 {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut scanned = 0u64;
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ty = e.file_type().unwrap();
+            if ty.is_dir() {
+                stack.push(e.path());
+            } else if ty.is_file() {
+                let bytes = fs::read(e.path()).unwrap();
+                scanned += bytes.len() as u64;
+                check(&e.path(), &bytes);
+            }
+        }
+    }
+    scanned
+}
+
 /// Fails if a file below `dir` contains one of `secrets` (or one of their lines of at least
 /// 12 bytes).
 pub fn assert_no_plaintext(dir: &Path, secrets: &[&[u8]]) {
@@ -75,26 +134,16 @@ pub fn assert_no_plaintext(dir: &Path, secrets: &[&[u8]]) {
                 .filter(|l| l.len() >= 12 && l.iter().collect::<std::collections::HashSet<_>>().len() >= 6),
         );
     }
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ty = e.file_type().unwrap();
-            if ty.is_dir() {
-                stack.push(e.path());
-            } else if ty.is_file() {
-                let bytes = fs::read(e.path()).unwrap();
-                for n in &needles {
-                    assert!(
-                        !bytes.windows(n.len()).any(|w| w == *n),
-                        "plaintext {:?} found in {}",
-                        String::from_utf8_lossy(&n[..n.len().min(60)]),
-                        e.path().display()
-                    );
-                }
-            }
+    for_each_file(dir, |path, bytes| {
+        for n in &needles {
+            assert!(
+                memchr::memmem::find(bytes, n).is_none(),
+                "plaintext {:?} found in {}",
+                String::from_utf8_lossy(&n[..n.len().min(60)]),
+                path.display()
+            );
         }
-    }
+    });
 }
 
 /// Encrypts `data` into a new protected file at `dir/rel` bound to `rel`.
