@@ -173,7 +173,7 @@ struct TrustedFs {
     trees: Arc<Mutex<Vec<PathBuf>>>,
     inodes: Mutex<Inodes>,
     verified: Mutex<HashMap<PathBuf, Arc<Verified>>>,
-    handles: Mutex<HashMap<u64, Handle>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
     next_fh: AtomicU64,
     /// `sgx.file_check_policy = "strict"`: files that are not trusted are refused.
@@ -377,7 +377,7 @@ impl TrustedFs {
             }
             let file = open_host(&host).map_err(|e| errno(&e))?;
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-            lock(&self.handles).insert(fh, Handle { file, verified: None, host });
+            lock(&self.handles).insert(fh, Arc::new(Handle { file, verified: None, host }));
             return Ok((fh, FopenFlags::empty()));
         };
         self.stats.opens.fetch_add(1, Ordering::Relaxed);
@@ -391,21 +391,19 @@ impl TrustedFs {
             }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.handles).insert(fh, Handle { file, verified: Some(verified), host });
+        lock(&self.handles).insert(fh, Arc::new(Handle { file, verified: Some(verified), host }));
         // Only verified bytes ever enter the page cache, so it may be kept across opens.
         Ok((fh, FopenFlags::FOPEN_KEEP_CACHE))
     }
 
     fn do_read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let handles = lock(&self.handles);
-        let handle = handles.get(&fh).ok_or(Errno::EBADF)?;
-        let file = handle.file.try_clone().map_err(|e| errno(&e))?;
-        let verified = handle.verified.clone();
-        let host = handle.host.clone();
-        drop(handles);
-        let Some(v) = verified else {
+        // The handle is shared, not copied: a read costs no dup(2) and no path allocation,
+        // and the table's lock is held only for the look-up.
+        let handle = lock(&self.handles).get(&fh).cloned().ok_or(Errno::EBADF)?;
+        let (file, host) = (&handle.file, &handle.host);
+        let Some(v) = handle.verified.as_deref() else {
             let mut buf = vec![0u8; size as usize];
-            let n = read_at_most(&file, &mut buf, offset).map_err(|e| errno(&e))?;
+            let n = read_at_most(file, &mut buf, offset).map_err(|e| errno(&e))?;
             buf.truncate(n);
             return Ok(buf);
         };
@@ -419,7 +417,7 @@ impl TrustedFs {
         let start = first * chunk;
         let stop = v.size.min((last + 1) * chunk);
         let mut buf = vec![0u8; (stop - start) as usize];
-        let n = read_at_most(&file, &mut buf, start).map_err(|e| errno(&e))?;
+        let n = read_at_most(file, &mut buf, start).map_err(|e| errno(&e))?;
         for (i, piece) in buf.chunks(CHUNK_SIZE).enumerate() {
             let index = first as usize + i;
             let ok = n >= (i * CHUNK_SIZE + piece.len())
